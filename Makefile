@@ -1,0 +1,71 @@
+# One command to set up a fresh machine, one to test, one to demo.
+# Every target is idempotent: a second `make setup` does nothing.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+KENLM_BINS := .venv/bin/lmplz .venv/bin/build_binary
+APT_STAMP := .venv/.apt-ok
+
+# Debian packages: KenLM build deps, text-to-speech voices for the synthetic corpus,
+# sox for channel effects, wordnet for the offline text source, libsndfile for soundfile.
+APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-system-dev \
+	libboost-thread-dev libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev \
+	espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
+	sox wordnet-base libsndfile1
+
+.PHONY: setup test test-fast demo bench lint format clean
+
+setup: $(APT_STAMP) $(VENV_STAMP) $(KENLM_BINS)
+
+$(APT_STAMP):
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages: $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@mkdir -p .venv && touch $@
+
+.venv/bin/python:
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV_STAMP): pyproject.toml | .venv/bin/python $(APT_STAMP)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# KenLM's command-line tools (lmplz, build_binary) come from the same source package
+# as the Python module; they are not in any wheel, so we build them with cmake.
+$(KENLM_BINS) &: | .venv/bin/python $(APT_STAMP)
+	@set -e; tmp=$$(mktemp -d); \
+	$(PY) -m pip download -q --no-binary=kenlm --no-deps -d $$tmp kenlm==0.3.0; \
+	tar -xzf $$tmp/kenlm-*.tar.gz -C $$tmp; \
+	src=$$(find $$tmp -maxdepth 1 -type d -name 'kenlm*' | head -1); \
+	cmake -S $$src -B $$tmp/build -DCMAKE_BUILD_TYPE=Release -DKENLM_MAX_ORDER=6 >/dev/null; \
+	cmake --build $$tmp/build -j$$(nproc) --target lmplz build_binary >/dev/null; \
+	cp $$tmp/build/bin/lmplz $$tmp/build/bin/build_binary .venv/bin/; \
+	rm -rf $$tmp; echo "built .venv/bin/lmplz and .venv/bin/build_binary"
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+demo: setup
+	$(PY) tools/bench_ctc.py
+
+bench: setup
+	$(PY) tools/bench_ctc.py
+
+lint: setup
+	.venv/bin/ruff check asr tests tools
+	.venv/bin/ruff format --check asr tests tools
+
+format: setup
+	.venv/bin/ruff format asr tests tools
+	.venv/bin/ruff check --fix asr tests tools
+
+clean:
+	rm -rf .venv .pytest_cache build *.egg-info

@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""Benchmark our CTC loss against torch's native ``ctc_loss`` on the same inputs.
+
+For each shape: forward + backward time of both, measured alternately in one process
+after warm-up (the machine is shared and noisy, so we quote the median of the per-round
+ratios), and the peak memory each allocates during one forward + backward (from the torch
+profiler's allocation events, so it counts exactly what the two implementations allocate
+and nothing of the process around them).
+
+    python tools/bench_ctc.py [--rounds 9] [--device cpu] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from asr.ctc import ctc_loss  # noqa: E402
+
+# (B, T, C): the issue's shapes. Target lengths are about T/4.
+SHAPES = [(32, 200, 29), (32, 400, 29), (32, 800, 29), (32, 400, 1000)]
+
+
+def make_inputs(B: int, T: int, C: int, device: str, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(T, B, C, generator=g)
+    log_probs = logits.log_softmax(-1).to(device)
+    # Lengths vary within the batch like a length-bucketed batch of speech does.
+    input_lengths = torch.randint(int(0.9 * T), T + 1, (B,), generator=g)
+    input_lengths[0] = T
+    target_lengths = torch.randint(int(0.8 * T / 4), T // 4 + 1, (B,), generator=g)
+    targets = torch.randint(1, C, (B, T // 4), generator=g)
+    return log_probs, targets.to(device), input_lengths, target_lengths
+
+
+def fwd_bwd(loss_fn: Callable, inputs) -> None:
+    log_probs, targets, input_lengths, target_lengths = inputs
+    lp = log_probs.detach().requires_grad_()
+    loss = loss_fn(lp, targets, input_lengths, target_lengths, reduction="mean")
+    loss.backward()
+
+
+def timed(loss_fn: Callable, inputs, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fwd_bwd(loss_fn, inputs)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def peak_bytes(loss_fn: Callable, inputs) -> int:
+    """Peak of bytes allocated (and not yet freed) during one forward + backward."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fwd_bwd(loss_fn, inputs)
+    events = prof.profiler.kineto_results.events()
+    allocs = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    current = peak = 0
+    for _, nbytes in allocs:
+        current += nbytes
+        peak = max(peak, current)
+    return peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    print(
+        f"torch {torch.__version__}, device {args.device}, "
+        f"{torch.get_num_threads()} intra-op threads, float32, forward+backward, "
+        f"median of {args.rounds} alternating rounds\n"
+    )
+    header = (
+        "| B | T | C | S (≈T/4) | ours ms | native ms | time ratio | ours peak MB "
+        "| native peak MB | memory ratio |"
+    )
+    print(header)
+    print("|---" * 10 + "|")
+    worst_time = worst_mem = 0.0
+    for B, T, C in SHAPES:
+        inputs = make_inputs(B, T, C, args.device)
+        for _ in range(args.warmup):
+            fwd_bwd(ctc_loss, inputs)
+            fwd_bwd(F.ctc_loss, inputs)
+        ours, native, ratios = [], [], []
+        for r in range(args.rounds):
+            # Alternate which goes first so that neither always meets a warm cache.
+            if r % 2:
+                b = timed(F.ctc_loss, inputs, args.device)
+                a = timed(ctc_loss, inputs, args.device)
+            else:
+                a = timed(ctc_loss, inputs, args.device)
+                b = timed(F.ctc_loss, inputs, args.device)
+            ours.append(a)
+            native.append(b)
+            ratios.append(a / b)
+        mem_ours = peak_bytes(ctc_loss, inputs)
+        mem_native = peak_bytes(F.ctc_loss, inputs)
+        ratio = statistics.median(ratios)
+        mem_ratio = mem_ours / mem_native
+        worst_time, worst_mem = max(worst_time, ratio), max(worst_mem, mem_ratio)
+        print(
+            f"| {B} | {T} | {C} | {T // 4} | {1e3 * statistics.median(ours):.1f} "
+            f"| {1e3 * statistics.median(native):.1f} | {ratio:.2f} "
+            f"| {mem_ours / 2**20:.1f} | {mem_native / 2**20:.1f} | {mem_ratio:.2f} |",
+            flush=True,
+        )
+    print(
+        f"\nworst time ratio {worst_time:.2f}, worst memory ratio {worst_mem:.2f} "
+        "(target: both <= 1.00)"
+    )
+
+
+if __name__ == "__main__":
+    main()
