@@ -258,30 +258,41 @@ class _Problem:
     """
 
     labels: Tensor  # (B2, S) int64: extended label sequence l' (reversed for rows >= B)
-    skip: Tensor  # (B2, S) compute dtype: 1 where the s-2 -> s transition is allowed
+    columns: Tensor  # (B2, S) int64: column of the emission table each state reads
+    skip: Tensor  # (B2, S) float64: 1 where the s-2 -> s transition is allowed
     n_states: Tensor  # (B2,) int64: S_b = 2 L_b + 1
-    frame_valid: Tensor  # (T, B2) bool: the loop step k reads a real frame of the row
+    frame_valid: Tensor  # (T, B2) bool: loop step k reads a real frame of the row
     store_index: Tensor  # (B2 * S,) int64: flat index into the (B2, W) state buffer
 
 
-def _build_problem(padded: Tensor, tg_lens: Tensor, in_lens: Tensor, T: int,
-                   blank: int, dtype: torch.dtype, device: torch.device) -> _Problem:
+def _build_problem(
+    padded: Tensor, tg_lens: Tensor, in_lens: Tensor, T: int, C: int, blank: int,
+    device: torch.device,
+) -> _Problem:
     B, L = padded.shape
     S = 2 * L + 1
     W = S + 2
     pos = torch.arange(L)
+    in_target = pos[None, :] < tg_lens[:, None]
     # Labels reversed within each sample's own length: rev[b, i] = tgt[b, L_b - 1 - i].
     rev_src = (tg_lens[:, None] - 1 - pos[None, :]).clamp(min=0)
-    rev = torch.where(pos[None, :] < tg_lens[:, None], padded.gather(1, rev_src), blank)
-    fwd = torch.where(pos[None, :] < tg_lens[:, None], padded, blank)
-    both = torch.cat([fwd, rev], 0)  # (B2, L)
+    rev = torch.where(in_target, padded.gather(1, rev_src), blank)
+    fwd = torch.where(in_target, padded, blank)
     labels = torch.full((2 * B, S), blank, dtype=torch.int64)
-    labels[:, 1::2] = both
+    labels[:, 1::2] = torch.cat([fwd, rev], 0)  # (B2, L)
     n_states = (2 * tg_lens + 1).repeat(2)  # (B2,)
     s = torch.arange(S)
+    state_ok = s[None, :] < n_states[:, None]
     skip = torch.zeros(2 * B, S, dtype=torch.bool)
     skip[:, 3::2] = labels[:, 3::2] != labels[:, 1:-2:2]  # l'_s != l'_{s-2}, s odd
-    skip &= s[None, :] < n_states[:, None]
+    skip &= state_ok
+    # Emission columns (see _emission_table): C emits 0 (states past S_b); C+1 is the
+    # blank at a real frame and "1" at a padded one, read by the forward rows' last
+    # state and the reversed rows' first, so that through padded frames a forward row
+    # keeps its mass on its final state and a reversed row waits at its start state.
+    columns = torch.where(state_ok, labels, C)
+    columns[torch.arange(B), n_states[:B] - 1] = C + 1
+    columns[B:, 0] = C + 1
     # Loop step k reads frame k (forward rows) or frame T-1-k (reversed rows).
     k = torch.arange(T)
     frame_valid = torch.cat(
@@ -297,87 +308,110 @@ def _build_problem(padded: Tensor, tg_lens: Tensor, in_lens: Tensor, T: int,
     store_index = (partner[:, None] * W + col).reshape(-1)
     return _Problem(
         labels=labels.to(device),
-        skip=skip.to(device=device, dtype=dtype),
+        columns=columns.to(device),
+        skip=skip.to(device=device, dtype=torch.float64),
         n_states=n_states.to(device),
         frame_valid=frame_valid.to(device),
         store_index=store_index.to(device),
     )
 
 
-def _emissions(lp: Tensor, prob: _Problem, log_space: bool) -> tuple[Tensor, Tensor]:
-    """Per-step emissions of the stacked problem.
+_CHUNK = 64  # frames per chunk in the vectorised passes, to bound their temporaries
+
+
+def _emission_table(
+    lp: Tensor, padded: Tensor, tg_lens: Tensor, in_lens: Tensor, blank: int,
+    log_space: bool,
+) -> tuple[Tensor, Tensor]:
+    """Emissions per frame and class, in the semiring of the recursion.
 
     Args:
-        lp: ``(T, B, C)`` log-probabilities in the compute dtype.
+        lp: ``(T, B, C)`` log-probabilities (float32 or float64).
 
     Returns:
-        ``Y``: ``(T, B2, S)``; in probability space ``exp(lp - m)`` with ``m`` the best
-        label of the sample at that frame, in log space ``lp`` itself. Padded frames
-        hold forward rows still (all valid states 1) and reversed rows at their start
-        state (state 0 only); invalid states emit 0. ``m``: ``(T, B2)`` shift, 0 where
-        not a real frame.
+        ``E``: ``(T, B, C + 2)`` in ``lp``'s dtype. In probability space
+        ``exp(lp - m)`` with ``m`` the best of the sample's own classes (its labels and
+        the blank) at that frame, so the sample's emissions never all underflow; in log
+        space ``lp`` itself. Column ``C`` emits 0, column ``C + 1`` is the blank at a
+        real frame and 1 at a padded one; padded frames emit 0 elsewhere, so whatever
+        ``lp`` holds there (NaN included) is never read.
+        ``m``: ``(T, B)`` the shift, 0 on padded frames.
     """
-    T, B, _ = lp.shape
-    B2, S = prob.labels.shape
-    dev = lp.device
-    k = torch.arange(T, device=dev)
-    frame = torch.cat([k[:, None].expand(T, B), (T - 1 - k)[:, None].expand(T, B)], 1)
-    batch = torch.arange(B, device=dev).repeat(2)
-    # (T, B2, S): Y[k, r, s] = lp[frame(k, r), r mod B, l'_r[s]]; padded frames may hold
-    # anything (NaN included) and are replaced below without being used.
-    Y = lp[frame[:, :, None], batch[None, :, None], prob.labels[None, :, :]]
-    state_ok = torch.arange(S, device=dev)[None, :] < prob.n_states[:, None]  # (B2, S)
-    if log_space:
-        m = torch.zeros(T, B2, dtype=lp.dtype, device=dev)
-    else:
-        # States past S_b hold the blank's value, which is also state 0's: the plain max
-        # over all columns is the max over the sample's own labels.
-        m = Y.amax(2)  # (T, B2)
-        m = torch.where(prob.frame_valid & torch.isfinite(m), m, 0.0)
-        Y.sub_(m[:, :, None]).exp_()
+    T, B, C = lp.shape
+    dev, dt = lp.device, lp.dtype
     one, zero = (0.0, float("-inf")) if log_space else (1.0, 0.0)
-    Y.masked_fill_(~state_ok[None], zero)
-    # Padded frames (they may hold anything, NaN included; nothing of them is used):
-    # forward rows idle with every valid state emitting "1", reversed rows stay at
-    # their start state so that they all reach frame 0 at the last step.
-    idle = torch.full((B2, S), zero, dtype=lp.dtype, device=dev)
-    idle[:B] = torch.where(state_ok[:B], one, zero)
-    idle[B:, 0] = one
-    kk, rr = (~prob.frame_valid).nonzero(as_tuple=True)
-    Y[kk, rr] = idle[rr]
-    return Y, m
+    in_target = torch.arange(padded.shape[1])[None, :] < tg_lens[:, None]
+    present = torch.zeros(B, C, dtype=torch.bool)
+    present[:, blank] = True
+    present[torch.arange(B)[:, None].expand_as(padded)[in_target], padded[in_target]] = True
+    present = present.to(dev)
+    in_lens_d = in_lens.to(dev)
+    E = torch.empty(T, B, C + 2, dtype=dt, device=dev)
+    m = torch.zeros(T, B, dtype=dt, device=dev)
+    for t0 in range(0, T, _CHUNK):
+        t1 = min(T, t0 + _CHUNK)
+        x = lp[t0:t1]  # (n, B, C)
+        real = (torch.arange(t0, t1, device=dev)[:, None] < in_lens_d[None, :])[:, :, None]
+        out = E[t0:t1, :, :C]
+        if log_space:
+            out.copy_(x)
+        else:
+            mc = x.masked_fill(~present, float("-inf")).amax(2)  # (n, B)
+            mc = torch.where(real[:, :, 0] & torch.isfinite(mc), mc, 0.0)
+            m[t0:t1] = mc
+            # Classes outside the sample may exceed its best: clamp, they are not read.
+            torch.sub(x, mc[:, :, None], out=out).exp_().clamp_(max=1.0)
+        out.masked_fill_(~real, zero)
+        E[t0:t1, :, C] = zero
+        E[t0:t1, :, C + 1] = torch.where(real[:, :, 0], out[:, :, blank], one)
+    return E, m
 
 
-def _joint_loop(Y: Tensor, prob: _Problem, log_space: bool) -> Tensor:
-    """Run forward and reversed recursions together; leave occupancy numerators in Y.
+def _joint_loop(E: Tensor, prob: _Problem, log_space: bool) -> tuple[Tensor, Tensor]:
+    """Run the forward and reversed recursions together, meeting in the middle.
+
+    The recursion state and the stored states are float64 whatever ``E``'s dtype:
+    within one frame the forward variables of far-apart states span hundreds of nats
+    (float32 ends at e^-87), and the product of a stored state with its partner's must
+    not underflow where the occupancy is large.
 
     Args:
-        Y: ``(T, B2, S)`` emissions from :func:`_emissions`; overwritten.
+        E: ``(T, B, C + 2)`` emission table from :func:`_emission_table`.
 
     Returns:
-        ``logc``: ``(T, B2)`` log of each step's normaliser (zeros in log space).
-        On return ``Y[j]`` for ``j < ceil(T/2)`` holds, per row, the product
-        ``alpha_t(s) beta_t(s) / y_t(l'_s)`` (rescaled, or its log) for frame
-        ``t = T-1-j`` (forward rows, forward label order) and ``t = j`` (reversed rows,
-        reversed label order).
+        ``G``: ``(ceil(T/2), B2, S)`` float64; slot ``j`` holds, per row,
+        ``alpha_t(s) beta_t(s) / y_t(l'_s)`` (rescaled, or its log in log space) for
+        frame ``t = T-1-j`` (forward rows, forward label order) and ``t = j``
+        (reversed rows, reversed label order).
+        ``logc``: ``(T, B2)`` float64 log of each step's normaliser (0 in log space).
     """
-    T, B2, S = Y.shape
+    T, B, Cx = E.shape
+    B2, S = prob.columns.shape
     W = S + 2
-    dev, dt = Y.device, Y.dtype
+    dev, f64 = E.device, torch.float64
+    half = (T + 1) // 2
     zero = float("-inf") if log_space else 0.0
-    A = torch.full((B2, W), zero, dtype=dt, device=dev)  # state incl. 2 pad columns
+    A = torch.full((B2, W), zero, dtype=f64, device=dev)  # state incl. 2 pad columns
     A[:, 2] = 0.0 if log_space else 1.0  # "before frame 0": all mass on state 0
     A_flat = A.view(-1)
     cur, prev1, prev2 = A[:, 2:], A[:, 1:-1], A[:, :-2]
-    pre = torch.empty(B2, S, dtype=dt, device=dev)
-    c = torch.ones(T, B2, 1, dtype=dt, device=dev)
-    store = prob.store_index
-    half = (T + 1) // 2
-    if log_space:
-        log_skip = torch.log(prob.skip)  # 0 or -inf
-        tmp = torch.empty_like(pre)
+    pre = torch.empty(B2, S, dtype=f64, device=dev)
+    tmp = torch.empty(B2, S, dtype=f64, device=dev)
+    rows = torch.empty(2, B, Cx, dtype=E.dtype, device=dev)
+    rows2 = rows.view(B2, Cx)
+    y = torch.empty(B2, S, dtype=E.dtype, device=dev)
+    G = torch.empty(half, B2, S, dtype=f64, device=dev)
+    slots = G.unbind(0)
+    c = torch.ones(T, B2, 1, dtype=f64, device=dev)
+    c_rows = c.unbind(0)
+    k = torch.arange(T, device=dev)
+    frames = torch.stack([k, T - 1 - k], 1).unbind(0)  # per step: (frame fwd, frame rev)
+    skip = prob.skip
+    log_skip = torch.log(skip)  # 0 or -inf
+    columns, store = prob.columns, prob.store_index
     for k in range(T):
-        y = Y[k]
+        torch.index_select(E, 0, frames[k], out=rows)  # (2, B, C+2)
+        torch.gather(rows2, 1, columns, out=y)  # (B2, S)
         if log_space:
             torch.logaddexp(cur, prev1, out=pre)
             torch.add(prev2, log_skip, out=tmp)
@@ -385,20 +419,21 @@ def _joint_loop(Y: Tensor, prob: _Problem, log_space: bool) -> Tensor:
             torch.add(pre, y, out=cur)
         else:
             torch.add(cur, prev1, out=pre)
-            pre.addcmul_(prev2, prob.skip)
+            pre.addcmul_(prev2, skip)
             torch.mul(pre, y, out=cur)
-            ck = c[k]
+            ck = c_rows[k]
             torch.sum(cur, 1, keepdim=True, out=ck)
             cur.div_(ck)
         if k < half:
-            # Y[k] is consumed: keep this step's state there, halves swapped and each
-            # sample's states reversed, for its partner to meet in the second half.
-            torch.index_select(A_flat, 0, store, out=y.view(-1))
+            # Keep this step's state, halves swapped and each sample's states
+            # reversed, for its partner to meet at the same frame later.
+            slot = slots[k]
+            torch.index_select(A_flat, 0, store, out=slot.view(-1))
             if k == T - 1 - k:  # odd T: both directions are at the middle frame now
-                _meet(y, pre, log_space)
+                _meet(slot, pre, log_space)
         else:
-            _meet(Y[T - 1 - k], pre, log_space)
-    return c.squeeze(2).log_()
+            _meet(slots[T - 1 - k], pre, log_space)
+    return G, c.squeeze(2).log_()
 
 
 def _meet(stored: Tensor, pre: Tensor, log_space: bool) -> None:
@@ -468,68 +503,77 @@ def _forward_backward(
     """
     T, B, C = lp.shape
     dev, dt = lp.device, lp.dtype
-    prob = _build_problem(padded, tg_lens, in_lens, T, blank, dt, dev)
-    Y, m = _emissions(lp, prob, log_space)
-    logc = _joint_loop(Y, prob, log_space)  # (T, B2)
+    prob = _build_problem(padded, tg_lens, in_lens, T, C, blank, dev)
+    E, m = _emission_table(lp, padded, tg_lens, in_lens, blank, log_space)
+    G, logc = _joint_loop(E, prob, log_space)
+    del E
     half, lower = (T + 1) // 2, T // 2
-    G = Y[:half]  # (half, B2, S): occupancy numerators, see _joint_loop
     S = G.shape[2]
     in_lens_d = in_lens.to(dev)
-    # The time each (slot j, row r) describes: forward rows T-1-j, reversed rows j.
+    # The frame each (slot j, row r) describes: forward rows T-1-j, reversed rows j.
     j = torch.arange(half, device=dev)
     t_of = torch.cat([(T - 1 - j)[:, None].expand(half, B), j[:, None].expand(half, B)], 1)
     # Forward rows of the middle slot (odd T) duplicate the reversed rows: use one.
     use = t_of < in_lens_d.repeat(2)[None, :]
     use[:, :B] &= (j < lower)[:, None]
 
+    # Normalise each (slot, row) in place: gamma = G / D, log D kept for the check.
     if log_space:
-        logD = torch.logsumexp(G, 2)  # (half, B2)
-        est = logD
+        mx = G.amax(2)  # (half, B2)
+        G.sub_(mx[:, :, None]).exp_()
+        D = G.sum(2)
+        est = mx + D.log()
     else:
         D = G.sum(2)
         # Scale of the stored state (partner half, step j) and of this row's
         # pre-emission value (step k-1 = T-2-j): Lam[k] = sum_{k' <= k} log c + m.
-        Lam = torch.cumsum(logc + m, 0)  # (T, B2)
+        m2 = torch.cat([m, m.flip(0)], 1)  # (T, B2): reversed rows read frame T-1-k
+        Lam = torch.cumsum(logc + m2, 0)  # (T, B2) float64
         Lam = torch.cat([Lam.new_zeros(1, 2 * B), Lam], 0)  # Lam[k + 1], Lam[0] = 0
         partner_lam = Lam[1 : half + 1].roll(B, 1)  # Lam_partner[j]
-        own_lam = Lam[(T - 1 - j)]  # Lam_own[T-2-j]
-        est = D.log() + partner_lam + own_lam  # (half, B2): log P from frame t
+        own_lam = Lam[T - 1 - j]  # Lam_own[T-2-j]
+        est = D.log() + partner_lam + own_lam  # (half, B2): log P seen from frame t
     # log P from frame 0 (reversed rows of slot 0) is the loss; every other frame must
     # agree with it, which is the check that the rescaled recursion kept all its mass.
     logP = est[0, B:]
-    nll = -logP
+    nll = (-logP).to(dt)
     if log_space:
         ok = torch.ones(B, dtype=torch.bool, device=dev)
     else:
-        dev_from = (est - logP.repeat(2)[None, :]).abs()
-        dev_from = torch.where(use, dev_from, 0.0)
-        worst = torch.maximum(dev_from[:, :B].amax(0), dev_from[:, B:].amax(0))
-        # Rounding in the cumulative sums grows with the magnitudes summed.
-        mass = (logc.abs() + m.abs()).sum(0)  # (B2,)
-        mass = torch.maximum(mass[:B], mass[B:])
-        tol = 8 * torch.finfo(dt).eps * (1.0 + mass + S)
-        ok = torch.isfinite(logP) & (worst <= tol) & ~torch.isnan(worst)
+        off = torch.where(use, (est - logP.repeat(2)[None, :]).abs(), 0.0)
+        worst = torch.maximum(off[:, :B].amax(0), off[:, B:].amax(0))
+        # Rounding grows with the number of emissions multiplied (they carry lp's
+        # rounding) and states summed; mass lost to underflow shows up far above.
+        tol = 8 * torch.finfo(dt).eps * (1.0 + in_lens_d + S)
+        ok = torch.isfinite(logP) & (worst <= tol)
     # No frames: P = 1 for an empty target, else 0 (the loop above read nothing real).
     no_frames = in_lens_d == 0
-    nll = torch.where(no_frames, torch.where(tg_lens.to(dev) == 0, 0.0, float("inf")), nll)
+    empty_target = tg_lens.to(dev) == 0
+    nll = torch.where(no_frames, torch.where(empty_target, 0.0, float("inf")), nll)
     ok = ok | no_frames
     if not need_grad:
         return nll, None, ok
 
-    # Occupancy gamma_t(s) = G / D, zero where the (slot, row) is not a real frame.
-    if log_space:
-        G.sub_(logD[:, :, None]).exp_()
-    else:
-        G.div_(D[:, :, None])
+    # Occupancies gamma = G / D, negated for the subtraction, zero off real frames.
+    G.div_(D[:, :, None]).neg_()
     G.masked_fill_(~use[:, :, None], 0.0)
-    occ = torch.zeros(half, 2 * B, C, dtype=dt, device=dev)
-    occ[:, :, blank] = G[:, :, 0::2].sum(2)
-    _fold_labels(G[:, :, 1::2], prob.labels[:, 1::2], occ)
+    lab = prob.labels[:, 1::2]  # (B2, L) class of each label state
     # Torch's convention: exp(lp) - occupancy, on real frames only.
     grad = torch.exp(lp)
-    grad[:half].sub_(occ[:, B:])  # reversed rows: slot j is frame j
-    rev_j = torch.arange(lower - 1, -1, -1, device=dev)  # frames half.. are slots lower-1..0
-    grad[half:].sub_(occ.index_select(0, rev_j)[:, :B])
+    for j0 in range(0, half, _CHUNK):
+        j1 = min(half, j0 + _CHUNK)
+        # Reversed rows: slot j is frame j, states in reversed order.
+        g = grad[j0:j1]
+        occ = G[j0:j1, B:].to(dt)
+        g[:, :, blank] += occ[:, :, 0::2].sum(2)
+        _fold_labels(occ[:, :, 1::2], lab[B:], g)
+        # Forward rows: slot j is frame T-1-j.
+        f1 = min(j1, lower)
+        if j0 < f1:
+            g = grad[T - f1 : T - j0]
+            occ = G[j0:f1, :B].flip(0).to(dt)
+            g[:, :, blank] += occ[:, :, 0::2].sum(2)
+            _fold_labels(occ[:, :, 1::2], lab[:B], g)
     frame_ok = torch.arange(T, device=dev)[:, None] < in_lens_d[None, :]
     grad.masked_fill_(~frame_ok[:, :, None], 0.0)
     return nll, grad, ok
@@ -551,14 +595,16 @@ def _compute(
     infeasible = (tg_lens + repeats > in_lens).to(lp.device)
     redo = (~ok & ~infeasible).nonzero().flatten()
     if redo.numel():
+        # The rescaled recursion lost mass for these samples (extremely peaked
+        # outputs): redo them in log space, in float64.
         idx_cpu = redo.cpu()
         sub_nll, sub_grad, _ = _forward_backward(
-            lp[:, redo], padded[idx_cpu], in_lens[idx_cpu], tg_lens[idx_cpu], blank,
-            True, need_grad,
+            lp[:, redo].double(), padded[idx_cpu], in_lens[idx_cpu], tg_lens[idx_cpu],
+            blank, True, need_grad,
         )
-        nll[redo] = sub_nll
+        nll[redo] = sub_nll.to(nll.dtype)
         if grad is not None:
-            grad[:, redo] = sub_grad
+            grad[:, redo] = sub_grad.to(grad.dtype)
     nll = torch.where(infeasible, float("inf"), nll)
     if grad is not None:
         # Torch returns NaN gradients for an infinite loss; so do we.
