@@ -253,25 +253,25 @@ def _validate(
 class _Problem:
     """The stacked forward (rows ``0..B-1``) and reversed (rows ``B..2B-1``) problems.
 
-    Shapes: ``B2 = 2B``; ``S = 2 L_max + 1`` states; ``W = S + 2`` columns in the state
-    buffer (two always-zero columns in front make the shifts plain slices).
+    Shapes: ``B2 = 2B``; ``S = 2 L_max + 1`` states; ``K`` the most distinct classes
+    (blank included) in one sample's target. Each sample reads its emissions from its
+    own compact class table (:func:`_emission_table`), so nothing of size ``C`` is
+    touched inside the loop.
     """
 
-    labels: Tensor  # (B2, S) int64: extended label sequence l' (reversed for rows >= B)
-    columns: Tensor  # (B2, S) int64: column of the emission table each state reads
+    classes: Tensor  # (B, K) int64: the sample's classes, sorted, padded with blank
+    compact: Tensor  # (B2, S) int64: compact class index of each state
+    columns: Tensor  # (B2, S) int64: emission-table column each state reads
     skip: Tensor  # (B2, S) float64: 1 where the s-2 -> s transition is allowed
+    meet_index: Tensor  # (B2, S) int64: own state at partner-layout position, S if none
     n_states: Tensor  # (B2,) int64: S_b = 2 L_b + 1
-    frame_valid: Tensor  # (T, B2) bool: loop step k reads a real frame of the row
-    store_index: Tensor  # (B2 * S,) int64: flat index into the (B2, W) state buffer
 
 
 def _build_problem(
-    padded: Tensor, tg_lens: Tensor, in_lens: Tensor, T: int, C: int, blank: int,
-    device: torch.device,
+    padded: Tensor, tg_lens: Tensor, blank: int, C: int, device: torch.device
 ) -> _Problem:
     B, L = padded.shape
     S = 2 * L + 1
-    W = S + 2
     pos = torch.arange(L)
     in_target = pos[None, :] < tg_lens[:, None]
     # Labels reversed within each sample's own length: rev[b, i] = tgt[b, L_b - 1 - i].
@@ -286,88 +286,86 @@ def _build_problem(
     skip = torch.zeros(2 * B, S, dtype=torch.bool)
     skip[:, 3::2] = labels[:, 3::2] != labels[:, 1:-2:2]  # l'_s != l'_{s-2}, s odd
     skip &= state_ok
-    # Emission columns (see _emission_table): C emits 0 (states past S_b); C+1 is the
+    # The compact class table of each sample: its target's classes and the blank.
+    present = torch.zeros(B, C, dtype=torch.bool)
+    present[:, blank] = True
+    present.scatter_(1, fwd, True)
+    order = torch.cumsum(present, 1) - 1  # (B, C): compact index of a present class
+    K = int(present.sum(1).max())
+    classes = torch.full((B, K), blank, dtype=torch.int64)
+    bb, cc = present.nonzero(as_tuple=True)
+    classes[bb, order[bb, cc]] = cc
+    compact = order.repeat(2, 1).gather(1, labels)  # (B2, S)
+    # Emission columns (see _emission_table): K emits 0 (states past S_b); K+1 is the
     # blank at a real frame and "1" at a padded one, read by the forward rows' last
     # state and the reversed rows' first, so that through padded frames a forward row
     # keeps its mass on its final state and a reversed row waits at its start state.
-    columns = torch.where(state_ok, labels, C)
-    columns[torch.arange(B), n_states[:B] - 1] = C + 1
-    columns[B:, 0] = C + 1
-    # Loop step k reads frame k (forward rows) or frame T-1-k (reversed rows).
-    k = torch.arange(T)
-    frame_valid = torch.cat(
-        [k[:, None] < in_lens[None, :], (T - 1 - k)[:, None] < in_lens[None, :]], 1
-    )
-    # Where a row's state goes when stored: row r' of the slot takes the partner row
-    # r = (r' + B) mod 2B, label-reversed within the partner's S_b states; positions
-    # past S_b read the always-zero column 0 of the partner's row.
-    rows = torch.arange(2 * B)
-    partner = (rows + B) % (2 * B)
-    src_state = n_states[partner][:, None] - 1 - s[None, :]  # (B2, S)
-    col = torch.where(src_state >= 0, src_state + 2, 0)
-    store_index = (partner[:, None] * W + col).reshape(-1)
+    columns = torch.where(state_ok, compact, K)
+    columns[torch.arange(B), n_states[:B] - 1] = K + 1
+    columns[B:, 0] = K + 1
+    # Meeting in the partner's layout: the partner's state s_p is this row's state
+    # S_b - 1 - s_p (the two label sequences are each other's reversal).
+    own = n_states[:, None] - 1 - s[None, :]
+    meet_index = torch.where(own >= 0, own, S)
     return _Problem(
-        labels=labels.to(device),
+        classes=classes.to(device),
+        compact=compact.to(device),
         columns=columns.to(device),
         skip=skip.to(device=device, dtype=torch.float64),
+        meet_index=meet_index.to(device),
         n_states=n_states.to(device),
-        frame_valid=frame_valid.to(device),
-        store_index=store_index.to(device),
     )
 
 
-_CHUNK = 64  # frames per chunk in the vectorised passes, to bound their temporaries
+_CHUNK = 32  # frames per chunk in the vectorised passes, to bound their temporaries
+_RESCALE_EVERY = 4  # steps between rescalings of the probability-space recursion
 
 
 def _emission_table(
-    lp: Tensor, padded: Tensor, tg_lens: Tensor, in_lens: Tensor, blank: int,
-    log_space: bool,
+    lp: Tensor, classes: Tensor, blank_col: Tensor, in_lens: Tensor, log_space: bool
 ) -> tuple[Tensor, Tensor]:
-    """Emissions per frame and class, in the semiring of the recursion.
+    """Emissions per frame of each sample's own classes, in the recursion's semiring.
 
     Args:
         lp: ``(T, B, C)`` log-probabilities (float32 or float64).
+        classes: ``(B, K)`` the classes of each sample (blank among them).
+        blank_col: ``(B,)`` where the blank is in ``classes``.
 
     Returns:
-        ``E``: ``(T, B, C + 2)`` in ``lp``'s dtype. In probability space
-        ``exp(lp - m)`` with ``m`` the best of the sample's own classes (its labels and
-        the blank) at that frame, so the sample's emissions never all underflow; in log
-        space ``lp`` itself. Column ``C`` emits 0, column ``C + 1`` is the blank at a
-        real frame and 1 at a padded one; padded frames emit 0 elsewhere, so whatever
-        ``lp`` holds there (NaN included) is never read.
-        ``m``: ``(T, B)`` the shift, 0 on padded frames.
+        ``E``: ``(T, B, K + 2)`` float64 (small: ``K`` is the number of classes in
+        one target). In probability space ``exp(lp - m)`` with ``m`` the best of the sample's classes at that frame, so
+        they never all underflow; in log space ``lp`` itself. Column ``K`` emits 0,
+        column ``K + 1`` is the blank at a real frame and 1 at a padded one; padded
+        frames emit 0 elsewhere, so whatever ``lp`` holds there (NaN included) is never
+        used. ``m``: ``(T, B)`` the shift per frame, 0 on padded frames.
     """
-    T, B, C = lp.shape
+    T, B, _ = lp.shape
+    K = classes.shape[1]
     dev, dt = lp.device, lp.dtype
     one, zero = (0.0, float("-inf")) if log_space else (1.0, 0.0)
-    in_target = torch.arange(padded.shape[1])[None, :] < tg_lens[:, None]
-    present = torch.zeros(B, C, dtype=torch.bool)
-    present[:, blank] = True
-    present[torch.arange(B)[:, None].expand_as(padded)[in_target], padded[in_target]] = True
-    present = present.to(dev)
-    in_lens_d = in_lens.to(dev)
-    E = torch.empty(T, B, C + 2, dtype=dt, device=dev)
+    E = torch.empty(T, B, K + 2, dtype=torch.float64, device=dev)
     m = torch.zeros(T, B, dtype=dt, device=dev)
+    in_lens_d = in_lens.to(dev)
     for t0 in range(0, T, _CHUNK):
         t1 = min(T, t0 + _CHUNK)
-        x = lp[t0:t1]  # (n, B, C)
-        real = (torch.arange(t0, t1, device=dev)[:, None] < in_lens_d[None, :])[:, :, None]
-        out = E[t0:t1, :, :C]
+        out = E[t0:t1, :B, :K]
+        x = lp[t0:t1].gather(2, classes[None].expand(t1 - t0, B, K))  # (n, B, K)
+        real = torch.arange(t0, t1, device=dev)[:, None] < in_lens_d[None, :]  # (n, B)
         if log_space:
             out.copy_(x)
         else:
-            mc = x.masked_fill(~present, float("-inf")).amax(2)  # (n, B)
-            mc = torch.where(real[:, :, 0] & torch.isfinite(mc), mc, 0.0)
+            mc = x.amax(2)
+            mc = torch.where(real & torch.isfinite(mc), mc, 0.0)
             m[t0:t1] = mc
-            # Classes outside the sample may exceed its best: clamp, they are not read.
-            torch.sub(x, mc[:, :, None], out=out).exp_().clamp_(max=1.0)
-        out.masked_fill_(~real, zero)
-        E[t0:t1, :, C] = zero
-        E[t0:t1, :, C + 1] = torch.where(real[:, :, 0], out[:, :, blank], one)
+            torch.sub(x, mc[:, :, None], out=out).exp_()
+        blank_em = out.gather(2, blank_col[None, :, None].expand(t1 - t0, B, 1))
+        E[t0:t1, :B, K + 1] = torch.where(real, blank_em[:, :, 0], one)
+        out.masked_fill_(~real[:, :, None], zero)
+        E[t0:t1, :B, K] = zero
     return E, m
 
 
-def _joint_loop(E: Tensor, prob: _Problem, log_space: bool) -> tuple[Tensor, Tensor]:
+def _joint_loop(E: Tensor, prob: _Problem, log_space: bool) -> tuple[list[Tensor], Tensor]:
     """Run the forward and reversed recursions together, meeting in the middle.
 
     The recursion state and the stored states are float64 whatever ``E``'s dtype:
@@ -375,17 +373,21 @@ def _joint_loop(E: Tensor, prob: _Problem, log_space: bool) -> tuple[Tensor, Ten
     (float32 ends at e^-87), and the product of a stored state with its partner's must
     not underflow where the occupancy is large.
 
+    Storage is banded: after ``k + 1`` steps a recursion can only have reached states
+    ``s <= 2k + 1``, so slot ``k`` keeps ``w_k = min(S, 2k + 2)`` states, in the
+    layout of the row that produced them.
+
     Args:
-        E: ``(T, B, C + 2)`` emission table from :func:`_emission_table`.
+        E: ``(T, B, K + 2)`` emission table from :func:`_emission_table`.
 
     Returns:
-        ``G``: ``(ceil(T/2), B2, S)`` float64; slot ``j`` holds, per row,
-        ``alpha_t(s) beta_t(s) / y_t(l'_s)`` (rescaled, or its log in log space) for
-        frame ``t = T-1-j`` (forward rows, forward label order) and ``t = j``
-        (reversed rows, reversed label order).
+        ``slots``: ``ceil(T/2)`` float64 tensors ``(B2, w_j)``. Row ``r`` of slot ``j``
+        holds ``alpha_t(s) beta_t(s) / y_t(l'_s)`` (rescaled; its log in log space) in
+        the label order of its partner row ``(r + B) mod B2``: for ``r < B`` frame
+        ``T-1-j`` in reversed order, for ``r >= B`` frame ``j`` in forward order.
         ``logc``: ``(T, B2)`` float64 log of each step's normaliser (0 in log space).
     """
-    T, B, Cx = E.shape
+    T, B, Kx = E.shape
     B2, S = prob.columns.shape
     W = S + 2
     dev, f64 = E.device, torch.float64
@@ -393,24 +395,27 @@ def _joint_loop(E: Tensor, prob: _Problem, log_space: bool) -> tuple[Tensor, Ten
     zero = float("-inf") if log_space else 0.0
     A = torch.full((B2, W), zero, dtype=f64, device=dev)  # state incl. 2 pad columns
     A[:, 2] = 0.0 if log_space else 1.0  # "before frame 0": all mass on state 0
-    A_flat = A.view(-1)
     cur, prev1, prev2 = A[:, 2:], A[:, 1:-1], A[:, :-2]
-    pre = torch.empty(B2, S, dtype=f64, device=dev)
+    pre_buf = torch.full((B2, S + 1), zero, dtype=f64, device=dev)  # col S: "none"
+    pre = pre_buf[:, :S]
     tmp = torch.empty(B2, S, dtype=f64, device=dev)
-    rows = torch.empty(2, B, Cx, dtype=E.dtype, device=dev)
-    rows2 = rows.view(B2, Cx)
-    y = torch.empty(B2, S, dtype=E.dtype, device=dev)
-    G = torch.empty(half, B2, S, dtype=f64, device=dev)
-    slots = G.unbind(0)
+    y = torch.empty(B2, S, dtype=f64, device=dev)
+    rows = torch.empty(2, B, Kx, dtype=f64, device=dev)
+    rows2 = rows.view(B2, Kx)
+    ks = torch.arange(T, device=dev)
+    frames = torch.stack([ks, T - 1 - ks], 1).unbind(0)  # step k: frames k and T-1-k
+    widths = [min(S, 2 * k + 2) for k in range(half)]
+    storage = torch.empty(B2 * sum(widths), dtype=f64, device=dev)
+    slots = list(storage.split([B2 * w for w in widths]))
+    slots = [x.view(B2, w) for x, w in zip(slots, widths, strict=True)]
     c = torch.ones(T, B2, 1, dtype=f64, device=dev)
     c_rows = c.unbind(0)
-    k = torch.arange(T, device=dev)
-    frames = torch.stack([k, T - 1 - k], 1).unbind(0)  # per step: (frame fwd, frame rev)
+    swap = torch.arange(B2, device=dev).roll(B)
     skip = prob.skip
     log_skip = torch.log(skip)  # 0 or -inf
-    columns, store = prob.columns, prob.store_index
+    columns, meet_index = prob.columns, prob.meet_index
     for k in range(T):
-        torch.index_select(E, 0, frames[k], out=rows)  # (2, B, C+2)
+        torch.index_select(E, 0, frames[k], out=rows)  # (2, B, K+2): both directions
         torch.gather(rows2, 1, columns, out=y)  # (B2, S)
         if log_space:
             torch.logaddexp(cur, prev1, out=pre)
@@ -421,27 +426,41 @@ def _joint_loop(E: Tensor, prob: _Problem, log_space: bool) -> tuple[Tensor, Ten
             torch.add(cur, prev1, out=pre)
             pre.addcmul_(prev2, skip)
             torch.mul(pre, y, out=cur)
-            ck = c_rows[k]
-            torch.sum(cur, 1, keepdim=True, out=ck)
-            cur.div_(ck)
+            if k % _RESCALE_EVERY == _RESCALE_EVERY - 1 or k == half - 1:
+                # Rescaling every few steps keeps the state far inside float64's
+                # range (a step shrinks it by the sample's emission probabilities,
+                # never grows it more than 3x); a shrink that does underflow is caught
+                # by the check afterwards. Slot half-1 is the largest ever stored.
+                ck = c_rows[k]
+                torch.sum(cur, 1, keepdim=True, out=ck)
+                cur.div_(ck)
         if k < half:
-            # Keep this step's state, halves swapped and each sample's states
-            # reversed, for its partner to meet at the same frame later.
+            # Keep this step's reachable states for the partner row to meet later.
             slot = slots[k]
-            torch.index_select(A_flat, 0, store, out=slot.view(-1))
+            torch.index_select(cur[:, : widths[k]], 0, swap, out=slot)
             if k == T - 1 - k:  # odd T: both directions are at the middle frame now
-                _meet(slot, pre, log_space)
+                _meet(slot, pre_buf, meet_index, tmp, log_space)
         else:
-            _meet(slots[T - 1 - k], pre, log_space)
-    return G, c.squeeze(2).log_()
+            _meet(slots[T - 1 - k], pre_buf, meet_index, tmp, log_space)
+    return slots, c.squeeze(2).log_()
 
 
-def _meet(stored: Tensor, pre: Tensor, log_space: bool) -> None:
-    """Combine a stored partner state with this step's pre-emission value, in place."""
+def _meet(
+    slot: Tensor, pre_buf: Tensor, meet_index: Tensor, tmp: Tensor, log_space: bool
+) -> None:
+    """Combine a stored partner state with this step's pre-emission value, in place.
+
+    Args:
+        slot: ``(B2, w)`` stored partner states, in the partner's label order.
+        pre_buf: ``(B2, S + 1)`` this step's pre-emission values; column S is "none".
+    """
+    w = slot.shape[1]
+    own = tmp[:, :w]
+    torch.gather(pre_buf, 1, meet_index[:, :w], out=own)
     if log_space:
-        stored.add_(pre)
+        slot.add_(own)
     else:
-        stored.mul_(pre)
+        slot.mul_(own)
 
 
 def _fold_labels(occ: Tensor, labels: Tensor, out: Tensor) -> None:
@@ -449,8 +468,8 @@ def _fold_labels(occ: Tensor, labels: Tensor, out: Tensor) -> None:
 
     Args:
         occ: ``(N, R, L)`` occupancy of the label states (odd states) of each row.
-        labels: ``(R, L)`` class of each label state.
-        out: ``(N, R, C)``, accumulated into.
+        labels: ``(R, L)`` class (column of ``out``) of each label state.
+        out: ``(N, R, K)``, accumulated into.
     """
     if occ.shape[2] == 0:
         return
@@ -462,7 +481,7 @@ def _fold_labels(occ: Tensor, labels: Tensor, out: Tensor) -> None:
 
 
 def _fold_labels_ordered(occ: Tensor, labels: Tensor, out: Tensor) -> None:
-    """Atomic-free fold for devices whose scatter-add order is not fixed.
+    """Atomic-free fold for devices whose scatter-add order is not fixed (CUDA).
 
     Each label's occurrences within a row are summed in position order into its first
     occurrence, then every distinct (row, class) is written exactly once.
@@ -471,10 +490,10 @@ def _fold_labels_ordered(occ: Tensor, labels: Tensor, out: Tensor) -> None:
     same = labels[:, :, None] == labels[:, None, :]  # (R, L, L)
     earlier = torch.tril(torch.ones(L, L, dtype=torch.bool, device=labels.device), -1)
     first = ~(same & earlier[None]).any(2)  # (R, L): no earlier equal label
-    # rank r occurrence of each first occurrence: positions ordered, padded with L.
     pos = torch.arange(L, device=labels.device)
+    # For each first occurrence, the positions of all its occurrences, padded with L.
     members = torch.where(same & first[:, :, None], pos[None, None, :], L)
-    members = members.sort(2).values  # (R, L, L): positions of equal labels, in order
+    members = members.sort(2).values  # (R, L, L)
     n_rank = int((members < L).sum(2).max())
     padded = torch.cat([occ, occ.new_zeros(occ.shape[0], R, 1)], 2)  # index L -> 0
     total = padded.gather(2, members[:, :, 0][None].expand_as(occ))
@@ -482,6 +501,25 @@ def _fold_labels_ordered(occ: Tensor, labels: Tensor, out: Tensor) -> None:
         total = total + padded.gather(2, members[:, :, r][None].expand_as(occ))
     rr, ii = first.nonzero(as_tuple=True)
     out[:, rr, labels[rr, ii]] += total[:, rr, ii]
+
+
+def _slot_chunk(
+    slots: list[Tensor], j0: int, j1: int, buf: Tensor, empty: float
+) -> Tensor:
+    """Slots ``j0..j1-1`` as one ``(n, B2, S)`` tensor, a view where widths allow.
+
+    Narrower slots are copied into ``buf`` (``(chunk, B2, S)``); states past a slot's
+    width were unreachable and read as ``empty``.
+    """
+    n, S = j1 - j0, buf.shape[2]
+    first = slots[j0]
+    if first.shape[1] == S:  # widths only grow: the whole chunk is full width
+        return first.as_strided((n, *first.shape), (first.numel(), S, 1))
+    out = buf[:n]
+    out.fill_(empty)
+    for i, j in enumerate(range(j0, j1)):
+        out[i, :, : slots[j].shape[1]] = slots[j]
+    return out
 
 
 def _forward_backward(
@@ -503,37 +541,77 @@ def _forward_backward(
     """
     T, B, C = lp.shape
     dev, dt = lp.device, lp.dtype
-    prob = _build_problem(padded, tg_lens, in_lens, T, C, blank, dev)
-    E, m = _emission_table(lp, padded, tg_lens, in_lens, blank, log_space)
-    G, logc = _joint_loop(E, prob, log_space)
+    prob = _build_problem(padded, tg_lens, blank, C, dev)
+    K = prob.classes.shape[1]
+    blank_col = (prob.classes == blank).int().argmax(1)  # (B,) first blank column
+    E, m = _emission_table(lp, prob.classes, blank_col, in_lens, log_space)
+    slots, logc = _joint_loop(E, prob, log_space)
     del E
     half, lower = (T + 1) // 2, T // 2
-    S = G.shape[2]
+    B2, S = prob.columns.shape
     in_lens_d = in_lens.to(dev)
-    # The frame each (slot j, row r) describes: forward rows T-1-j, reversed rows j.
+    # The frame each (slot j, row r) describes: row r < B frame T-1-j, else frame j.
     j = torch.arange(half, device=dev)
     t_of = torch.cat([(T - 1 - j)[:, None].expand(half, B), j[:, None].expand(half, B)], 1)
-    # Forward rows of the middle slot (odd T) duplicate the reversed rows: use one.
+    # Rows < B of the middle slot (odd T) duplicate rows >= B: use one of them.
     use = t_of < in_lens_d.repeat(2)[None, :]
     use[:, :B] &= (j < lower)[:, None]
+    # Label order of each slot row is its partner's: rows < B reversed, rows >= B
+    # forward; compact class of each state in that order.
+    compact = prob.compact.roll(B, 0)
+    lab = compact[:, 1::2]
+    blank_of = blank_col.repeat(2)
+    occ = torch.zeros(T, B, K, dtype=dt, device=dev) if need_grad else None
+    log_d = torch.empty(half, B2, dtype=torch.float64, device=dev)
+    n_max = min(_CHUNK, half)
+    # Narrow (banded) slots are padded to full width in a small reused buffer.
+    buf = torch.empty(min(8, half), B2, S, dtype=torch.float64, device=dev)
+    part_buf = torch.empty(n_max, B2, K, dtype=torch.float64, device=dev)
+    empty = float("-inf") if log_space else 0.0
+    j0 = 0
+    while j0 < half:
+        full = slots[j0].shape[1] == S
+        j1 = min(half, j0 + (_CHUNK if full else buf.shape[0]))
+        if not full:  # stop at the first full-width slot: the rest is a view
+            j1 = next((j for j in range(j0, j1) if slots[j].shape[1] == S), j1)
+        g = _slot_chunk(slots, j0, j1, buf, empty)  # (n, B2, S) float64, ours to change
+        if log_space:
+            mx = g.amax(2)
+            g.sub_(mx[:, :, None]).exp_()
+            d = g.sum(2)
+            log_d[j0:j1] = mx + d.log()
+        else:
+            d = g.sum(2)
+            log_d[j0:j1] = d.log()
+        if occ is None:
+            j0 = j1
+            continue
+        # Occupancy gamma = G / D, zero off real frames, folded onto compact classes.
+        gamma = g.div_(d[:, :, None])
+        gamma.masked_fill_(~use[j0:j1, :, None], 0.0)
+        part = part_buf[: j1 - j0].zero_()
+        part.scatter_(2, blank_of[None, :, None].expand(j1 - j0, B2, 1),
+                      gamma[:, :, 0::2].sum(2, keepdim=True))
+        _fold_labels(gamma[:, :, 1::2], lab, part)
+        occ[j0:j1] += part[:, B:]  # rows >= B: frame j
+        f1 = min(j1, lower)
+        if j0 < f1:  # rows < B: frame T-1-j
+            occ[T - f1 : T - j0] += part[: f1 - j0, :B].flip(0)
+        j0 = j1
+    del slots
 
-    # Normalise each (slot, row) in place: gamma = G / D, log D kept for the check.
     if log_space:
-        mx = G.amax(2)  # (half, B2)
-        G.sub_(mx[:, :, None]).exp_()
-        D = G.sum(2)
-        est = mx + D.log()
+        est = log_d
     else:
-        D = G.sum(2)
-        # Scale of the stored state (partner half, step j) and of this row's
-        # pre-emission value (step k-1 = T-2-j): Lam[k] = sum_{k' <= k} log c + m.
+        # Scale of the stored state (partner, step j) and of this row's pre-emission
+        # value (step k-1 = T-2-j): Lam[k] = sum_{k' <= k} log c + m.
         m2 = torch.cat([m, m.flip(0)], 1)  # (T, B2): reversed rows read frame T-1-k
         Lam = torch.cumsum(logc + m2, 0)  # (T, B2) float64
-        Lam = torch.cat([Lam.new_zeros(1, 2 * B), Lam], 0)  # Lam[k + 1], Lam[0] = 0
+        Lam = torch.cat([Lam.new_zeros(1, B2), Lam], 0)  # Lam[k + 1], Lam[0] = 0
         partner_lam = Lam[1 : half + 1].roll(B, 1)  # Lam_partner[j]
         own_lam = Lam[T - 1 - j]  # Lam_own[T-2-j]
-        est = D.log() + partner_lam + own_lam  # (half, B2): log P seen from frame t
-    # log P from frame 0 (reversed rows of slot 0) is the loss; every other frame must
+        est = log_d + partner_lam + own_lam  # (half, B2): log P seen from frame t
+    # log P seen from frame 0 (rows >= B of slot 0) is the loss; every other frame must
     # agree with it, which is the check that the rescaled recursion kept all its mass.
     logP = est[0, B:]
     nll = (-logP).to(dt)
@@ -551,29 +629,21 @@ def _forward_backward(
     empty_target = tg_lens.to(dev) == 0
     nll = torch.where(no_frames, torch.where(empty_target, 0.0, float("inf")), nll)
     ok = ok | no_frames
-    if not need_grad:
+    if occ is None:
         return nll, None, ok
 
-    # Occupancies gamma = G / D, negated for the subtraction, zero off real frames.
-    G.div_(D[:, :, None]).neg_()
-    G.masked_fill_(~use[:, :, None], 0.0)
-    lab = prob.labels[:, 1::2]  # (B2, L) class of each label state
-    # Torch's convention: exp(lp) - occupancy, on real frames only.
+    # Torch's convention: exp(lp) - occupancy, on real frames only. Each (sample,
+    # compact class) pair is a distinct (b, c), so this is a plain indexed write.
     grad = torch.exp(lp)
-    for j0 in range(0, half, _CHUNK):
-        j1 = min(half, j0 + _CHUNK)
-        # Reversed rows: slot j is frame j, states in reversed order.
-        g = grad[j0:j1]
-        occ = G[j0:j1, B:].to(dt)
-        g[:, :, blank] += occ[:, :, 0::2].sum(2)
-        _fold_labels(occ[:, :, 1::2], lab[B:], g)
-        # Forward rows: slot j is frame T-1-j.
-        f1 = min(j1, lower)
-        if j0 < f1:
-            g = grad[T - f1 : T - j0]
-            occ = G[j0:f1, :B].flip(0).to(dt)
-            g[:, :, blank] += occ[:, :, 0::2].sum(2)
-            _fold_labels(occ[:, :, 1::2], lab[:B], g)
+    valid = prob.classes != blank
+    valid[torch.arange(B, device=dev), blank_col] = True
+    bb, ii = valid.nonzero(as_tuple=True)
+    cc = prob.classes[bb, ii]
+    for t0 in range(0, T, _CHUNK):
+        t1 = min(T, t0 + _CHUNK)
+        g = grad[t0:t1]
+        g[:, bb, cc] -= occ[t0:t1, bb, ii]
+    del occ
     frame_ok = torch.arange(T, device=dev)[:, None] < in_lens_d[None, :]
     grad.masked_fill_(~frame_ok[:, :, None], 0.0)
     return nll, grad, ok
@@ -585,7 +655,7 @@ def _compute(
 ) -> tuple[Tensor, Tensor | None]:
     """Rescaled computation with per-sample log-space fallback; infeasible -> inf."""
     T, B, C = lp.shape
-    if T == 0:  # no frames at all: P = 1 for empty targets, else 0
+    if T == 0 or B == 0:  # no frames at all: P = 1 for empty targets, else 0
         nll = torch.where(tg_lens == 0, 0.0, float("inf")).to(lp)
         return nll, (torch.zeros_like(lp) if need_grad else None)
     nll, grad, ok = _forward_backward(lp, padded, in_lens, tg_lens, blank, False, need_grad)
@@ -613,7 +683,14 @@ def _compute(
 
 
 class _CTCFunction(torch.autograd.Function):
-    """Per-sample CTC negative log-likelihood with the analytic gradient."""
+    """Per-sample CTC negative log-likelihood with the analytic gradient.
+
+    The gradient is computed in the forward pass (the same loop yields alpha and beta)
+    and kept as one ``(T, B, C)`` tensor; backward scales it in place by each sample's
+    upstream weight, so no second tensor of that size is ever allocated. That buffer
+    is handed over by the first backward: a second backward through the same graph
+    (``retain_graph=True``) raises instead of returning a wrong gradient.
+    """
 
     @staticmethod
     def forward(ctx, log_probs, padded, in_lens, tg_lens, blank, zero_infinity):
@@ -626,13 +703,20 @@ class _CTCFunction(torch.autograd.Function):
             nll = nll.masked_fill(inf, 0.0)
             if grad is not None:
                 grad.masked_fill_(inf[None, :, None], 0.0)
-        if grad is not None:
-            ctx.save_for_backward(grad.to(log_probs.dtype))
+        ctx.grad = None if grad is None else grad.to(log_probs.dtype)
         return nll.to(log_probs.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_nll):
-        (grad,) = ctx.saved_tensors
-        # (T, B, C) * (1, B, 1): each sample's gradient scaled by its upstream weight.
-        return grad * grad_nll[None, :, None], None, None, None, None, None
+        grad = ctx.grad
+        if grad is None:
+            raise RuntimeError(
+                "asr.ctc.ctc_loss: backward ran twice through the same loss; its "
+                "gradient buffer is consumed by the first backward (compute the loss "
+                "again instead of retain_graph=True)"
+            )
+        ctx.grad = None
+        # (T, B, C) *= (1, B, 1): each sample's gradient scaled by its upstream weight.
+        grad.mul_(grad_nll.to(grad.dtype)[None, :, None])
+        return grad, None, None, None, None, None
