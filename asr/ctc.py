@@ -317,7 +317,7 @@ def _build_problem(
     )
 
 
-_CHUNK = 32  # frames per chunk in the vectorised passes, to bound their temporaries
+_CHUNK = 16  # frames per chunk in the vectorised passes, to bound their temporaries
 _RESCALE_EVERY = 4  # steps between rescalings of the probability-space recursion
 
 
@@ -332,8 +332,8 @@ def _emission_table(
         blank_col: ``(B,)`` where the blank is in ``classes``.
 
     Returns:
-        ``E``: ``(T, B, K + 2)`` float64 (small: ``K`` is the number of classes in
-        one target). In probability space ``exp(lp - m)`` with ``m`` the best of the sample's classes at that frame, so
+        ``E``: ``(T, B, K + 2)`` in ``lp``'s dtype (``K`` is the number of classes in
+        one target, so this is small). In probability space ``exp(lp - m)`` with ``m`` the best of the sample's classes at that frame, so
         they never all underflow; in log space ``lp`` itself. Column ``K`` emits 0,
         column ``K + 1`` is the blank at a real frame and 1 at a padded one; padded
         frames emit 0 elsewhere, so whatever ``lp`` holds there (NaN included) is never
@@ -343,7 +343,7 @@ def _emission_table(
     K = classes.shape[1]
     dev, dt = lp.device, lp.dtype
     one, zero = (0.0, float("-inf")) if log_space else (1.0, 0.0)
-    E = torch.empty(T, B, K + 2, dtype=torch.float64, device=dev)
+    E = torch.empty(T, B, K + 2, dtype=dt, device=dev)
     m = torch.zeros(T, B, dtype=dt, device=dev)
     in_lens_d = in_lens.to(dev)
     for t0 in range(0, T, _CHUNK):
@@ -399,8 +399,8 @@ def _joint_loop(E: Tensor, prob: _Problem, log_space: bool) -> tuple[list[Tensor
     pre_buf = torch.full((B2, S + 1), zero, dtype=f64, device=dev)  # col S: "none"
     pre = pre_buf[:, :S]
     tmp = torch.empty(B2, S, dtype=f64, device=dev)
-    y = torch.empty(B2, S, dtype=f64, device=dev)
-    rows = torch.empty(2, B, Kx, dtype=f64, device=dev)
+    y = torch.empty(B2, S, dtype=E.dtype, device=dev)  # multiplied into float64
+    rows = torch.empty(2, B, Kx, dtype=E.dtype, device=dev)
     rows2 = rows.view(B2, Kx)
     ks = torch.arange(T, device=dev)
     frames = torch.stack([ks, T - 1 - ks], 1).unbind(0)  # step k: frames k and T-1-k
@@ -561,11 +561,14 @@ def _forward_backward(
     compact = prob.compact.roll(B, 0)
     lab = compact[:, 1::2]
     blank_of = blank_col.repeat(2)
-    occ = torch.zeros(T, B, K, dtype=dt, device=dev) if need_grad else None
+    # Every frame's occupancy is written exactly once below (frame t < ceil(T/2) by
+    # rows >= B of slot t, the others by rows < B of slot T-1-t).
+    occ = torch.empty(T, B, K, dtype=dt, device=dev) if need_grad else None
     log_d = torch.empty(half, B2, dtype=torch.float64, device=dev)
     n_max = min(_CHUNK, half)
     # Narrow (banded) slots are padded to full width in a small reused buffer.
-    buf = torch.empty(min(8, half), B2, S, dtype=torch.float64, device=dev)
+    buf = torch.empty(min(4, half), B2, S, dtype=torch.float64, device=dev)
+    g = buf
     part_buf = torch.empty(n_max, B2, K, dtype=torch.float64, device=dev)
     empty = float("-inf") if log_space else 0.0
     j0 = 0
@@ -587,18 +590,17 @@ def _forward_backward(
             j0 = j1
             continue
         # Occupancy gamma = G / D, zero off real frames, folded onto compact classes.
-        gamma = g.div_(d[:, :, None])
-        gamma.masked_fill_(~use[j0:j1, :, None], 0.0)
+        g.div_(d[:, :, None]).masked_fill_(~use[j0:j1, :, None], 0.0)  # gamma
         part = part_buf[: j1 - j0].zero_()
         part.scatter_(2, blank_of[None, :, None].expand(j1 - j0, B2, 1),
-                      gamma[:, :, 0::2].sum(2, keepdim=True))
-        _fold_labels(gamma[:, :, 1::2], lab, part)
-        occ[j0:j1] += part[:, B:]  # rows >= B: frame j
+                      g[:, :, 0::2].sum(2, keepdim=True))
+        _fold_labels(g[:, :, 1::2], lab, part)
+        occ[j0:j1] = part[:, B:]  # rows >= B: frame j
         f1 = min(j1, lower)
         if j0 < f1:  # rows < B: frame T-1-j
-            occ[T - f1 : T - j0] += part[: f1 - j0, :B].flip(0)
+            occ[T - f1 : T - j0] = part[: f1 - j0, :B].flip(0)
         j0 = j1
-    del slots
+    del slots, g, buf, part_buf  # the storage goes before the gradient arrives
 
     if log_space:
         est = log_d
