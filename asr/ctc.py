@@ -318,6 +318,13 @@ def _build_problem(
 
 
 _CHUNK = 16  # frames per chunk in the vectorised passes, to bound their temporaries
+_CHUNK_BYTES = 1 << 18  # ... or more, while a chunk stays under 256 KiB
+
+
+def _chunk(frame_bytes: int) -> int:
+    """Frames per chunk: at least _CHUNK, more while the chunk stays small."""
+    return max(_CHUNK, _CHUNK_BYTES // max(1, frame_bytes))
+
 _RESCALE_EVERY = 4  # steps between rescalings of the probability-space recursion
 
 
@@ -342,12 +349,14 @@ def _emission_table(
     T, B, _ = lp.shape
     K = classes.shape[1]
     dev, dt = lp.device, lp.dtype
+    min_len = int(in_lens.min())
     one, zero = (0.0, float("-inf")) if log_space else (1.0, 0.0)
     E = torch.empty(T, B, K + 2, dtype=dt, device=dev)
+    chunk = _chunk(B * (K + 2) * lp.element_size())
     m = torch.zeros(T, B, dtype=dt, device=dev)
     in_lens_d = in_lens.to(dev)
-    for t0 in range(0, T, _CHUNK):
-        t1 = min(T, t0 + _CHUNK)
+    for t0 in range(0, T, chunk):
+        t1 = min(T, t0 + chunk)
         out = E[t0:t1, :B, :K]
         x = lp[t0:t1].gather(2, classes[None].expand(t1 - t0, B, K))  # (n, B, K)
         real = torch.arange(t0, t1, device=dev)[:, None] < in_lens_d[None, :]  # (n, B)
@@ -360,7 +369,8 @@ def _emission_table(
             torch.sub(x, mc[:, :, None], out=out).exp_()
         blank_em = out.gather(2, blank_col[None, :, None].expand(t1 - t0, B, 1))
         E[t0:t1, :B, K + 1] = torch.where(real, blank_em[:, :, 0], one)
-        out.masked_fill_(~real[:, :, None], zero)
+        if t1 > min_len:
+            out.masked_fill_(~real[:, :, None], zero)
         E[t0:t1, :B, K] = zero
     return E, m
 
@@ -541,6 +551,7 @@ def _forward_backward(
     """
     T, B, C = lp.shape
     dev, dt = lp.device, lp.dtype
+    min_len = int(in_lens.min())
     prob = _build_problem(padded, tg_lens, blank, C, dev)
     K = prob.classes.shape[1]
     blank_col = (prob.classes == blank).int().argmax(1)  # (B,) first blank column
@@ -565,7 +576,8 @@ def _forward_backward(
     # rows >= B of slot t, the others by rows < B of slot T-1-t).
     occ = torch.empty(T, B, K, dtype=dt, device=dev) if need_grad else None
     log_d = torch.empty(half, B2, dtype=torch.float64, device=dev)
-    n_max = min(_CHUNK, half)
+    chunk = _chunk(B2 * K * 8)  # the float64 class fold of one slot
+    n_max = min(chunk, half)
     # Narrow (banded) slots are padded to full width in a small reused buffer.
     buf = torch.empty(min(4, half), B2, S, dtype=torch.float64, device=dev)
     g = buf
@@ -574,7 +586,7 @@ def _forward_backward(
     j0 = 0
     while j0 < half:
         full = slots[j0].shape[1] == S
-        j1 = min(half, j0 + (_CHUNK if full else buf.shape[0]))
+        j1 = min(half, j0 + (chunk if full else buf.shape[0]))
         if not full:  # stop at the first full-width slot: the rest is a view
             j1 = next((j for j in range(j0, j1) if slots[j].shape[1] == S), j1)
         g = _slot_chunk(slots, j0, j1, buf, empty)  # (n, B2, S) float64, ours to change
@@ -590,7 +602,11 @@ def _forward_backward(
             j0 = j1
             continue
         # Occupancy gamma = G / D, zero off real frames, folded onto compact classes.
-        g.div_(d[:, :, None]).masked_fill_(~use[j0:j1, :, None], 0.0)  # gamma
+        g.div_(d[:, :, None])  # gamma
+        # Rows < B describe frames T-1-j, rows >= B frames j: all real unless a frame
+        # lies past the shortest input (decided on the host, no device sync).
+        if T - j1 >= min_len or (T % 2 and j1 > lower):
+            g.masked_fill_(~use[j0:j1, :, None], 0.0)
         part = part_buf[: j1 - j0].zero_()
         part.scatter_(2, blank_of[None, :, None].expand(j1 - j0, B2, 1),
                       g[:, :, 0::2].sum(2, keepdim=True))
@@ -634,20 +650,27 @@ def _forward_backward(
     if occ is None:
         return nll, None, ok
 
-    # Torch's convention: exp(lp) - occupancy, on real frames only. Each (sample,
-    # compact class) pair is a distinct (b, c), so this is a plain indexed write.
+    # Torch's convention: exp(lp) - occupancy, on real frames only.
     grad = torch.exp(lp)
-    valid = prob.classes != blank
-    valid[torch.arange(B, device=dev), blank_col] = True
-    bb, ii = valid.nonzero(as_tuple=True)
-    cc = prob.classes[bb, ii]
-    for t0 in range(0, T, _CHUNK):
-        t1 = min(T, t0 + _CHUNK)
-        g = grad[t0:t1]
-        g[:, bb, cc] -= occ[t0:t1, bb, ii]
+    if dev.type == "cpu":
+        # Padding entries of `classes` repeat the blank with occupancy exactly 0, and
+        # the CPU scatter adds in index order: deterministic.
+        grad.scatter_add_(2, prob.classes[None].expand(T, B, K), occ.neg_())
+    else:
+        # Each real (sample, compact class) pair is a distinct (b, c): a plain indexed
+        # write, no floating-point atomics.
+        valid = prob.classes != blank
+        valid[torch.arange(B, device=dev), blank_col] = True
+        bb, ii = valid.nonzero(as_tuple=True)
+        cc = prob.classes[bb, ii]
+        for t0 in range(0, T, _CHUNK):
+            t1 = min(T, t0 + _CHUNK)
+            g = grad[t0:t1]
+            g[:, bb, cc] -= occ[t0:t1, bb, ii]
     del occ
-    frame_ok = torch.arange(T, device=dev)[:, None] < in_lens_d[None, :]
-    grad.masked_fill_(~frame_ok[:, :, None], 0.0)
+    if min_len < T:
+        frame_ok = torch.arange(T, device=dev)[:, None] < in_lens_d[None, :]
+        grad.masked_fill_(~frame_ok[:, :, None], 0.0)
     return nll, grad, ok
 
 
