@@ -5,60 +5,64 @@ signature, shapes, reductions and gradient convention, written only with torch t
 operations so that one code path serves CPU and CUDA tensors.
 
 The algorithm (Graves et al., 2006, "Connectionist Temporal Classification", sec. 4.1)
-----------------------------------------------------------------------------------
-For a target ``l`` of length ``L`` the extended label sequence ``l'`` has ``S = 2L + 1``
-states: blanks at even positions, labels at odd ones. The forward variable ``alpha_t(s)``
-is the total probability of all path prefixes ending in state ``s`` at frame ``t``, the
-backward variable ``beta_t(s)`` the same for suffixes, and their product gives the
-occupancy ``gamma_t(s) = alpha_t(s) beta_t(s) / (y_t(l'_s) P(l|x))`` from which the
-gradient follows (Eq. 16).
+-------------------------------------------------------------------------------------
+For a target ``l`` of length ``L`` the extended label sequence ``l'`` has ``S = 2L+1``
+states: blanks at even positions, labels at odd ones. The forward variable
+``alpha_t(s)`` sums the probabilities of all path prefixes ending in state ``s`` at
+frame ``t``, the backward variable ``beta_t(s)`` those of the suffixes, and
+``alpha_t(s) beta_t(s) / y_t(l'_s)`` summed over the states of one class gives the
+occupancy from which the gradient follows (Eq. 14-16).
 
-How this implementation is organised, and why (each choice cuts kernel launches, which
-dominate a loop over time with small tensors):
+How it is organised, and why. The loop over frames is inherently sequential; on a CPU
+its cost is the number of tensor operations per step, on a GPU the number of kernel
+launches, so everything below cuts those.
 
-1. **Rescaled probabilities** (Graves' Eq. 16 rescaling, not log space). Each step is
-   "add the two shifted copies, multiply by the emissions, normalise by the sum": five
-   cheap tensor ops instead of the ~13 of a log-sum-exp. Emissions are taken relative
-   to the best label of the sample at that frame, ``y' = exp(lp - m_t)``, so they never
-   all underflow, and ``-log P = -sum_t (log c_t + m_t)``.
+1. **Rescaled probabilities** (the paper's Eq. 16 rescaling, not log space): a step is
+   "add two shifted copies, multiply by the emissions", four cheap operations instead of
+   the dozen of a log-sum-exp, plus a rescaling every few steps. Emissions are taken
+   relative to the best of the sample's own classes at that frame, ``exp(lp - m_t)``,
+   and the scales are accumulated in float64: ``-log P = -sum_t (log c_t + m_t)``. The
+   state itself is float64, since within one frame the forward variables of distant
+   states span hundreds of nats (float32 underflows at e^-87).
 2. **One loop for both directions.** The backward recursion is the forward recursion of
-   the *reversed* problem (time and label sequence reversed), so we stack the forward
-   problems (rows ``0..B-1``) and the reversed ones (rows ``B..2B-1``) into one
-   ``(2B, S)`` state and run a single loop over ``T`` frames. Padded frames of the
-   reversed problem hold it at its start state, so every sample's reversed recursion
-   ends at frame 0 together, whatever its length.
-3. **Meet in the middle, in place.** During the first half of the loop we store each
-   step's state, per sample label-reversed and with the two halves swapped, into the
-   slot of the emission buffer it has just consumed. During the second half each row
-   meets its partner's stored state for the same frame and multiplies it in place by
-   its own pre-emission value, which leaves ``alpha_t(s) beta_t(s) / y_t`` in the buffer.
-   The only ``O(T B S)`` memory is the emission buffer (``2 T B S``), as large as the
-   alpha and beta tables of a conventional implementation.
-4. **Exactness check and log-space fallback.** In exact arithmetic
+   the *reversed* problem (frames and label sequence reversed), so forward problems
+   (rows ``0..B-1``) and reversed ones (rows ``B..2B-1``) share one ``(2B, S)`` state
+   and one loop of ``T`` steps. A reversed row waits at its start state through the
+   padded frames, so every sample's reversed recursion reaches frame 0 at the last step.
+3. **Meet in the middle.** During the first ``ceil(T/2)`` steps each step's state is
+   stored, rows swapped with their partner; during the rest each row multiplies the
+   stored partner state of the same frame by its own pre-emission value (reordered into
+   the partner's label order), which leaves ``alpha beta / y`` in place. Storage is
+   banded (after ``k + 1`` steps only states ``s <= 2k + 1`` are reachable), so it
+   takes about three quarters of an alpha table plus a beta table.
+4. **Compact emissions.** Each sample reads its emissions from a table of its own
+   classes only (its labels and the blank), so nothing of size ``C`` is touched inside
+   the loop, and a large vocabulary costs no more than a small one.
+5. **Exactness check and log-space fallback.** In exact arithmetic
    ``sum_s alpha_t(s) beta_t(s) / y_t(l'_s) = P(l|x)`` for *every* frame ``t``. We
-   evaluate this identity at every frame from the rescaled quantities; if the estimates
-   disagree (the rescaled recursion lost mass to underflow, which happens with extremely
-   peaked outputs), that sample alone is recomputed with the same loop in log space.
+   evaluate this identity at every frame from the rescaled quantities; where the
+   estimates disagree beyond rounding (the recursion lost mass to underflow, as with
+   extremely peaked outputs), that sample alone is recomputed in log space in float64.
 
 Gradient convention
 -------------------
-Like torch's native kernel we return ``d loss / d log_probs = exp(log_probs) - occupancy``
-(Graves' Eq. 16 for the gradient w.r.t. the unnormalised outputs ``u``, expressed so that
-it can flow through ``log_softmax``). The exact partial derivative w.r.t. free
-``log_probs`` is ``-occupancy``; the two differ by ``exp(log_probs)``, a term that
-``log_softmax``'s backward removes exactly because the occupancies of a frame sum to one.
-We follow torch so that swapping one loss for the other leaves training bit-for-bit
-comparable; the consequence is that the gradient is exact for normalised log
-probabilities (the only meaningful CTC input) and gradcheck must go through
-``log_softmax``.
+Like torch's native kernel we return ``d loss / d log_probs = exp(log_probs) - occ``,
+where ``occ`` is the occupancy of each class at each frame: Graves' Eq. 16 for the
+gradient w.r.t. the unnormalised outputs, expressed so that it flows through
+``log_softmax``. The exact partial derivative w.r.t. free ``log_probs`` is ``-occ``; the
+two differ by ``exp(log_probs)``, which ``log_softmax``'s backward removes exactly
+because a frame's occupancies sum to one. We follow torch so that switching one loss
+for the other changes nothing downstream; the consequence is that the gradient is exact
+for normalised log-probabilities (the only meaningful CTC input) and a gradcheck must
+go through ``log_softmax``.
 
 Determinism
 -----------
 Every reduction has a fixed order: sums over a dimension, a cumulative sum, gathers and
-index copies. Folding label occupancies onto classes (several states can share a class)
-uses ``scatter_add_`` on the CPU, whose order is sequential, and on other devices sums the
-repeated occurrences of a label in a fixed order and writes each class once, so no
-floating-point atomics are involved.
+index copies. Folding state occupancies onto classes (several states share a class)
+uses ``scatter_add_`` on the CPU, which adds in index order; on other devices the
+repeated occurrences of a label are summed in a fixed order and each class is written
+once, so no floating-point atomics are involved.
 """
 
 from __future__ import annotations
@@ -105,13 +109,16 @@ def ctc_loss(
             is negative, ``>= C`` or equal to ``blank``; the message names the sample.
     """
     if reduction not in ("none", "mean", "sum"):
-        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+        raise ValueError(
+            f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}"
+        )
     unbatched = log_probs.dim() == 2
     if unbatched:
         log_probs = log_probs.unsqueeze(1)  # (T, C) -> (T, 1, C)
         if targets.dim() != 1:
             raise ValueError(
-                f"unbatched log_probs (T, C) take 1-D targets, got shape {tuple(targets.shape)}"
+                "unbatched log_probs (T, C) take 1-D targets, got shape "
+                f"{tuple(targets.shape)}"
             )
         targets = targets.unsqueeze(0)  # (S,) -> (1, S)
     elif log_probs.dim() != 3:
@@ -189,7 +196,7 @@ def _as_lengths(lengths: _Lengths, batch: int, name: str) -> Tensor:
 
 
 def _padded_targets(targets: Tensor, tg_lens: Tensor, batch: int) -> Tensor:
-    """Targets as a ``(B, L_max)`` int64 CPU tensor, from padded or concatenated form."""
+    """Targets as a ``(B, L_max)`` int64 CPU tensor, from padded or concatenated."""
     if targets.is_floating_point() or targets.is_complex():
         raise ValueError(f"targets must hold integers, got dtype {targets.dtype}")
     tgt = targets.detach().to("cpu", torch.int64)
@@ -230,12 +237,17 @@ def _validate(
 ) -> None:
     if not 0 <= blank < C:
         raise ValueError(f"blank index {blank} is outside the {C} classes")
-    for name, lens, limit in (("input_length", in_lens, T), ("target_length", tg_lens, None)):
+    for name, lens, limit in (
+        ("input_length", in_lens, T),
+        ("target_length", tg_lens, None),
+    ):
         bad = (lens < 0) if limit is None else (lens < 0) | (lens > limit)
         if bad.any():
             b = int(bad.nonzero()[0])
             bound = "" if limit is None else f" (the input has {limit} frames)"
-            raise ValueError(f"sample {b}: {name} {int(lens[b])} is out of range{bound}")
+            raise ValueError(
+                f"sample {b}: {name} {int(lens[b])} is out of range{bound}"
+            )
     valid = torch.arange(padded.shape[1])[None, :] < tg_lens[:, None]
     bad = valid & ((padded < 0) | (padded >= C) | (padded == blank))
     if bad.any():
@@ -325,6 +337,7 @@ def _chunk(frame_bytes: int) -> int:
     """Frames per chunk: at least _CHUNK, more while the chunk stays small."""
     return max(_CHUNK, _CHUNK_BYTES // max(1, frame_bytes))
 
+
 _RESCALE_EVERY = 4  # steps between rescalings of the probability-space recursion
 
 
@@ -339,12 +352,13 @@ def _emission_table(
         blank_col: ``(B,)`` where the blank is in ``classes``.
 
     Returns:
-        ``E``: ``(T, B, K + 2)`` in ``lp``'s dtype (``K`` is the number of classes in
-        one target, so this is small). In probability space ``exp(lp - m)`` with ``m`` the best of the sample's classes at that frame, so
-        they never all underflow; in log space ``lp`` itself. Column ``K`` emits 0,
-        column ``K + 1`` is the blank at a real frame and 1 at a padded one; padded
-        frames emit 0 elsewhere, so whatever ``lp`` holds there (NaN included) is never
-        used. ``m``: ``(T, B)`` the shift per frame, 0 on padded frames.
+        ``E``: ``(T, B, K + 2)`` in ``lp``'s dtype (``K`` is the number of classes
+        in one target, so this is small). In probability space ``exp(lp - m)``, with
+        ``m`` the best of the sample's classes at that frame so that they never all
+        underflow; in log space ``lp`` itself. Column ``K`` emits 0, column ``K + 1``
+        is the blank at a real frame and 1 at a padded one; padded frames emit 0
+        elsewhere, so whatever ``lp`` holds there (NaN included) is never used.
+        ``m``: ``(T, B)`` the shift per frame, 0 on padded frames.
     """
     T, B, _ = lp.shape
     K = classes.shape[1]
@@ -375,7 +389,9 @@ def _emission_table(
     return E, m
 
 
-def _joint_loop(E: Tensor, prob: _Problem, log_space: bool) -> tuple[list[Tensor], Tensor]:
+def _joint_loop(
+    E: Tensor, prob: _Problem, log_space: bool
+) -> tuple[list[Tensor], Tensor]:
     """Run the forward and reversed recursions together, meeting in the middle.
 
     The recursion state and the stored states are float64 whatever ``E``'s dtype:
@@ -563,7 +579,9 @@ def _forward_backward(
     in_lens_d = in_lens.to(dev)
     # The frame each (slot j, row r) describes: row r < B frame T-1-j, else frame j.
     j = torch.arange(half, device=dev)
-    t_of = torch.cat([(T - 1 - j)[:, None].expand(half, B), j[:, None].expand(half, B)], 1)
+    t_of = torch.cat(
+        [(T - 1 - j)[:, None].expand(half, B), j[:, None].expand(half, B)], 1
+    )
     # Rows < B of the middle slot (odd T) duplicate rows >= B: use one of them.
     use = t_of < in_lens_d.repeat(2)[None, :]
     use[:, :B] &= (j < lower)[:, None]
@@ -608,8 +626,11 @@ def _forward_backward(
         if T - j1 >= min_len or (T % 2 and j1 > lower):
             g.masked_fill_(~use[j0:j1, :, None], 0.0)
         part = part_buf[: j1 - j0].zero_()
-        part.scatter_(2, blank_of[None, :, None].expand(j1 - j0, B2, 1),
-                      g[:, :, 0::2].sum(2, keepdim=True))
+        part.scatter_(
+            2,
+            blank_of[None, :, None].expand(j1 - j0, B2, 1),
+            g[:, :, 0::2].sum(2, keepdim=True),
+        )
         _fold_labels(g[:, :, 1::2], lab, part)
         occ[j0:j1] = part[:, B:]  # rows >= B: frame j
         f1 = min(j1, lower)
@@ -675,7 +696,11 @@ def _forward_backward(
 
 
 def _compute(
-    lp: Tensor, padded: Tensor, in_lens: Tensor, tg_lens: Tensor, blank: int,
+    lp: Tensor,
+    padded: Tensor,
+    in_lens: Tensor,
+    tg_lens: Tensor,
+    blank: int,
     need_grad: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """Rescaled computation with per-sample log-space fallback; infeasible -> inf."""
@@ -683,10 +708,14 @@ def _compute(
     if T == 0 or B == 0:  # no frames at all: P = 1 for empty targets, else 0
         nll = torch.where(tg_lens == 0, 0.0, float("inf")).to(lp)
         return nll, (torch.zeros_like(lp) if need_grad else None)
-    nll, grad, ok = _forward_backward(lp, padded, in_lens, tg_lens, blank, False, need_grad)
+    nll, grad, ok = _forward_backward(
+        lp, padded, in_lens, tg_lens, blank, False, need_grad
+    )
     # A target needs one frame per label plus one between equal neighbours.
-    repeats = ((padded[:, 1:] == padded[:, :-1])
-               & (torch.arange(1, padded.shape[1])[None, :] < tg_lens[:, None])).sum(1)
+    repeats = (
+        (padded[:, 1:] == padded[:, :-1])
+        & (torch.arange(1, padded.shape[1])[None, :] < tg_lens[:, None])
+    ).sum(1)
     infeasible = (tg_lens + repeats > in_lens).to(lp.device)
     redo = (~ok & ~infeasible).nonzero().flatten()
     if redo.numel():
@@ -694,8 +723,13 @@ def _compute(
         # outputs): redo them in log space, in float64.
         idx_cpu = redo.cpu()
         sub_nll, sub_grad, _ = _forward_backward(
-            lp[:, redo].double(), padded[idx_cpu], in_lens[idx_cpu], tg_lens[idx_cpu],
-            blank, True, need_grad,
+            lp[:, redo].double(),
+            padded[idx_cpu],
+            in_lens[idx_cpu],
+            tg_lens[idx_cpu],
+            blank,
+            True,
+            need_grad,
         )
         nll[redo] = sub_nll.to(nll.dtype)
         if grad is not None:
@@ -719,7 +753,9 @@ class _CTCFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, log_probs, padded, in_lens, tg_lens, blank, zero_infinity):
-        compute_dtype = torch.float64 if log_probs.dtype == torch.float64 else torch.float32
+        compute_dtype = (
+            torch.float64 if log_probs.dtype == torch.float64 else torch.float32
+        )
         lp = log_probs.detach().to(compute_dtype)
         need_grad = ctx.needs_input_grad[0]
         nll, grad = _compute(lp, padded, in_lens, tg_lens, blank, need_grad)

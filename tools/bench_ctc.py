@@ -2,10 +2,10 @@
 """Benchmark our CTC loss against torch's native ``ctc_loss`` on the same inputs.
 
 For each shape: forward + backward time of both, measured alternately in one process
-after warm-up (the machine is shared and noisy, so we quote the median of the per-round
-ratios), and the peak memory each allocates during one forward + backward (from the torch
-profiler's allocation events, so it counts exactly what the two implementations allocate
-and nothing of the process around them).
+after warm-up (the machine is shared and noisy, so we quote the median of the
+per-round ratios), and the peak memory each allocates during one forward + backward
+(from the torch profiler's allocation events, so it counts exactly what the two
+implementations allocate and nothing of the process around them).
 
     python tools/bench_ctc.py [--rounds 9] [--device cpu] [--markdown]
 """
@@ -64,7 +64,9 @@ def peak_bytes(loss_fn: Callable, inputs) -> int:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fwd_bwd(loss_fn, inputs)
     events = prof.profiler.kineto_results.events()
-    allocs = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    allocs = sorted(
+        (e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]"
+    )
     current = peak = 0
     for _, nbytes in allocs:
         current += nbytes
