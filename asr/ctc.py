@@ -67,13 +67,13 @@ once, so no floating-point atomics are involved.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CTCLoss", "ctc_loss"]
+__all__ = ["CTC_IMPLEMENTATIONS", "CTCLoss", "ctc_loss", "resolve_ctc_loss"]
 
 _Lengths = Tensor | Sequence[int]
 
@@ -140,6 +140,28 @@ def ctc_loss(
         return losses.sum()
     divisor = tg_lens.clamp(min=1).to(device=losses.device, dtype=losses.dtype)
     return (losses / divisor).mean()
+
+
+def _torch_ctc_loss(*args, **kwargs) -> Tensor:
+    return torch.nn.functional.ctc_loss(*args, **kwargs)
+
+
+# Training code chooses the implementation by name (one config key), e.g. to compare.
+CTC_IMPLEMENTATIONS = {"asr": ctc_loss, "torch": _torch_ctc_loss}
+
+
+def resolve_ctc_loss(name: str) -> Callable[..., Tensor]:
+    """The CTC loss function called ``name``: ``"asr"`` (ours) or ``"torch"``.
+
+    Both take the arguments of ``torch.nn.functional.ctc_loss``.
+    """
+    try:
+        return CTC_IMPLEMENTATIONS[name]
+    except KeyError:
+        known = ", ".join(sorted(CTC_IMPLEMENTATIONS))
+        raise ValueError(
+            f"unknown CTC implementation {name!r}; choose one of: {known}"
+        ) from None
 
 
 class CTCLoss(nn.Module):
@@ -279,6 +301,32 @@ class _Problem:
     n_states: Tensor  # (B2,) int64: S_b = 2 L_b + 1
 
 
+def _sample_classes(
+    padded: Tensor, tg_lens: Tensor, blank: int, C: int, with_order: bool = False
+):
+    """Each sample's compact class table: its target's classes and the blank, sorted.
+
+    Returns:
+        ``classes``: ``(B, K)`` int64, ascending; a row with fewer classes repeats its
+        last one (its occupancy there is exactly 0); with ``with_order`` also
+        ``order``: ``(B, C)`` the column of each present class.
+    """
+    B, L = padded.shape
+    in_target = torch.arange(L)[None, :] < tg_lens[:, None]
+    present = torch.zeros(B, C, dtype=torch.bool)
+    present[:, blank] = True
+    present.scatter_(1, torch.where(in_target, padded, blank), True)
+    order = torch.cumsum(present, 1) - 1  # (B, C): column of a present class
+    K = int(present.sum(1).max()) if B else 1
+    count = present.sum(1)  # (B,) at least 1: the blank
+    bb, cc = present.nonzero(as_tuple=True)
+    classes = torch.zeros(B, K, dtype=torch.int64)
+    classes[bb, order[bb, cc]] = cc
+    last = classes.gather(1, (count - 1)[:, None])  # (B, 1)
+    classes = torch.where(torch.arange(K)[None, :] < count[:, None], classes, last)
+    return (classes, order) if with_order else classes
+
+
 def _build_problem(
     padded: Tensor, tg_lens: Tensor, blank: int, C: int, device: torch.device
 ) -> _Problem:
@@ -298,15 +346,8 @@ def _build_problem(
     skip = torch.zeros(2 * B, S, dtype=torch.bool)
     skip[:, 3::2] = labels[:, 3::2] != labels[:, 1:-2:2]  # l'_s != l'_{s-2}, s odd
     skip &= state_ok
-    # The compact class table of each sample: its target's classes and the blank.
-    present = torch.zeros(B, C, dtype=torch.bool)
-    present[:, blank] = True
-    present.scatter_(1, fwd, True)
-    order = torch.cumsum(present, 1) - 1  # (B, C): compact index of a present class
-    K = int(present.sum(1).max())
-    classes = torch.full((B, K), blank, dtype=torch.int64)
-    bb, cc = present.nonzero(as_tuple=True)
-    classes[bb, order[bb, cc]] = cc
+    classes, order = _sample_classes(padded, tg_lens, blank, C, with_order=True)
+    K = classes.shape[1]
     compact = order.repeat(2, 1).gather(1, labels)  # (B2, S)
     # Emission columns (see _emission_table): K emits 0 (states past S_b); K+1 is the
     # blank at a real frame and "1" at a padded one, read by the forward rows' last
@@ -489,6 +530,15 @@ def _meet(
         slot.mul_(own)
 
 
+def _atomic_free(device: torch.device) -> bool:
+    """Whether scatter-adds must avoid atomics to stay deterministic on ``device``.
+
+    The CPU kernels add in index order; CUDA's use floating-point atomics, whose order
+    varies from run to run. (Tests force the atomic-free path on the CPU.)
+    """
+    return device.type != "cpu"
+
+
 def _fold_labels(occ: Tensor, labels: Tensor, out: Tensor) -> None:
     """Add label-state occupancies to their classes, deterministically.
 
@@ -499,7 +549,7 @@ def _fold_labels(occ: Tensor, labels: Tensor, out: Tensor) -> None:
     """
     if occ.shape[2] == 0:
         return
-    if out.device.type == "cpu":
+    if not _atomic_free(out.device):
         # The CPU scatter kernel adds in index order: deterministic.
         out.scatter_add_(2, labels[None].expand_as(occ), occ)
         return
@@ -557,13 +607,14 @@ def _forward_backward(
     log_space: bool,
     need_grad: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor]:
-    """Loss, gradient (torch convention) and an exactness flag for each sample.
+    """Loss, class occupancies and an exactness flag for each sample.
 
     Args:
         lp: ``(T, B, C)`` log-probabilities in the compute dtype.
     Returns:
-        ``(nll (B,), grad (T, B, C) or None, ok (B,) bool)``; ``ok`` is False where the
-        rescaled recursion could not be trusted (always True in log space).
+        ``(nll (B,), occ (T, B, K) or None, ok (B,) bool)``: ``occ`` over the compact
+        classes of :func:`_sample_classes`; ``ok`` is False where the rescaled
+        recursion could not be trusted (always True in log space).
     """
     T, B, C = lp.shape
     dev, dt = lp.device, lp.dtype
@@ -668,31 +719,55 @@ def _forward_backward(
     empty_target = tg_lens.to(dev) == 0
     nll = torch.where(no_frames, torch.where(empty_target, 0.0, float("inf")), nll)
     ok = ok | no_frames
-    if occ is None:
-        return nll, None, ok
+    return nll, occ, ok
 
-    # Torch's convention: exp(lp) - occupancy, on real frames only.
+
+def _gradient(
+    lp: Tensor,
+    occ: Tensor,
+    classes: Tensor,
+    in_lens: Tensor,
+    weight: Tensor,
+    dead: Tensor,
+    zero_infinity: bool,
+) -> Tensor:
+    """Torch's convention: ``weight_b * (exp(lp) - occupancy)`` on real frames, else 0.
+
+    Args:
+        lp: ``(T, B, C)`` log-probabilities in the compute dtype.
+        occ: ``(T, B, K)`` occupancy of each sample's compact classes.
+        classes: ``(B, K)`` the class of each compact column, from
+            :func:`_sample_classes`.
+        weight: ``(B,)`` upstream gradient of each sample's loss.
+        dead: ``(B,)`` samples whose loss is infinite: 0 with ``zero_infinity``,
+            otherwise NaN on their real frames, as torch gives.
+    """
+    T, B, _ = lp.shape
+    K = classes.shape[1]
+    dev = lp.device
     grad = torch.exp(lp)
-    if dev.type == "cpu":
-        # Padding entries of `classes` repeat the blank with occupancy exactly 0, and
-        # the CPU scatter adds in index order: deterministic.
-        grad.scatter_add_(2, prob.classes[None].expand(T, B, K), occ.neg_())
+    if not _atomic_free(dev):
+        # The CPU scatter adds in index order: deterministic.
+        grad.scatter_add_(2, classes[None].expand(T, B, K), -occ)
     else:
-        # Each real (sample, compact class) pair is a distinct (b, c): a plain indexed
-        # write, no floating-point atomics.
-        valid = prob.classes != blank
-        valid[torch.arange(B, device=dev), blank_col] = True
-        bb, ii = valid.nonzero(as_tuple=True)
-        cc = prob.classes[bb, ii]
+        # Each (sample, class) pair that carries occupancy is a distinct (b, c): a
+        # plain indexed write, no floating-point atomics.
+        first = torch.ones_like(classes, dtype=torch.bool)
+        first[:, 1:] = classes[:, 1:] != classes[:, :-1]  # ascending, padding repeats
+        bb, ii = first.nonzero(as_tuple=True)
+        cc = classes[bb, ii]
         for t0 in range(0, T, _CHUNK):
             t1 = min(T, t0 + _CHUNK)
             g = grad[t0:t1]
             g[:, bb, cc] -= occ[t0:t1, bb, ii]
-    del occ
-    if min_len < T:
-        frame_ok = torch.arange(T, device=dev)[:, None] < in_lens_d[None, :]
+    grad.mul_(weight.to(grad.dtype)[None, :, None])
+    if dead.any():
+        fill = 0.0 if zero_infinity else float("nan")
+        grad.masked_fill_(dead.to(dev)[None, :, None], fill)
+    if int(in_lens.min()) < T:
+        frame_ok = torch.arange(T, device=dev)[:, None] < in_lens.to(dev)[None, :]
         grad.masked_fill_(~frame_ok[:, :, None], 0.0)
-    return nll, grad, ok
+    return grad
 
 
 def _compute(
@@ -702,27 +777,33 @@ def _compute(
     tg_lens: Tensor,
     blank: int,
     need_grad: bool,
-) -> tuple[Tensor, Tensor | None]:
-    """Rescaled computation with per-sample log-space fallback; infeasible -> inf."""
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Rescaled computation with per-sample log-space fallback.
+
+    Returns:
+        ``(nll (B,), occ (T, B, K) or None, infeasible (B,) bool)``; infeasible
+        samples (and no-frame samples with a non-empty target) have ``nll = inf``.
+    """
     T, B, C = lp.shape
-    if T == 0 or B == 0:  # no frames at all: P = 1 for empty targets, else 0
+    K = _sample_classes(padded, tg_lens, blank, C).shape[1]
+    no_frames = T == 0 or B == 0
+    if no_frames:  # P = 1 for empty targets, else 0
         nll = torch.where(tg_lens == 0, 0.0, float("inf")).to(lp)
-        return nll, (torch.zeros_like(lp) if need_grad else None)
-    nll, grad, ok = _forward_backward(
+        occ = lp.new_zeros(T, B, K) if need_grad else None
+        return nll, occ, torch.isinf(nll)
+    nll, occ, ok = _forward_backward(
         lp, padded, in_lens, tg_lens, blank, False, need_grad
     )
     # A target needs one frame per label plus one between equal neighbours.
-    repeats = (
-        (padded[:, 1:] == padded[:, :-1])
-        & (torch.arange(1, padded.shape[1])[None, :] < tg_lens[:, None])
-    ).sum(1)
+    inside = torch.arange(1, max(1, padded.shape[1]))[None, :] < tg_lens[:, None]
+    repeats = ((padded[:, 1:] == padded[:, :-1]) & inside).sum(1)
     infeasible = (tg_lens + repeats > in_lens).to(lp.device)
     redo = (~ok & ~infeasible).nonzero().flatten()
     if redo.numel():
         # The rescaled recursion lost mass for these samples (extremely peaked
         # outputs): redo them in log space, in float64.
         idx_cpu = redo.cpu()
-        sub_nll, sub_grad, _ = _forward_backward(
+        sub_nll, sub_occ, _ = _forward_backward(
             lp[:, redo].double(),
             padded[idx_cpu],
             in_lens[idx_cpu],
@@ -732,23 +813,21 @@ def _compute(
             need_grad,
         )
         nll[redo] = sub_nll.to(nll.dtype)
-        if grad is not None:
-            grad[:, redo] = sub_grad.to(grad.dtype)
+        if occ is not None:
+            # A sample's compact classes do not depend on its batch-mates.
+            occ[:, redo] = 0.0
+            occ[:, redo, : sub_occ.shape[2]] = sub_occ.to(occ.dtype)
     nll = torch.where(infeasible, float("inf"), nll)
-    if grad is not None:
-        # Torch returns NaN gradients for an infinite loss; so do we.
-        grad.masked_fill_(infeasible[None, :, None], float("nan"))
-    return nll, grad
+    return nll, occ, infeasible | torch.isinf(nll)
 
 
 class _CTCFunction(torch.autograd.Function):
     """Per-sample CTC negative log-likelihood with the analytic gradient.
 
-    The gradient is computed in the forward pass (the same loop yields alpha and beta)
-    and kept as one ``(T, B, C)`` tensor; backward scales it in place by each sample's
-    upstream weight, so no second tensor of that size is ever allocated. That buffer
-    is handed over by the first backward: a second backward through the same graph
-    (``retain_graph=True``) raises instead of returning a wrong gradient.
+    The forward pass (one loop gives alpha and beta) keeps only the occupancy of each
+    sample's own classes, ``(T, B, K)``; backward builds ``exp(lp) - occupancy``
+    scaled by the upstream weights in one fresh ``(T, B, C)`` tensor, so it can run
+    any number of times (gradcheck, ``retain_graph``).
     """
 
     @staticmethod
@@ -758,26 +837,24 @@ class _CTCFunction(torch.autograd.Function):
         )
         lp = log_probs.detach().to(compute_dtype)
         need_grad = ctx.needs_input_grad[0]
-        nll, grad = _compute(lp, padded, in_lens, tg_lens, blank, need_grad)
+        nll, occ, dead = _compute(lp, padded, in_lens, tg_lens, blank, need_grad)
         if zero_infinity:
-            inf = torch.isinf(nll)
-            nll = nll.masked_fill(inf, 0.0)
-            if grad is not None:
-                grad.masked_fill_(inf[None, :, None], 0.0)
-        ctx.grad = None if grad is None else grad.to(log_probs.dtype)
+            nll = nll.masked_fill(dead, 0.0)
+        if need_grad:
+            ctx.save_for_backward(log_probs, occ)
+            ctx.classes = _sample_classes(padded, tg_lens, blank, log_probs.shape[2])
+            ctx.in_lens = in_lens
+            ctx.dead = dead
+            ctx.zero_infinity = zero_infinity
         return nll.to(log_probs.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_nll):
-        grad = ctx.grad
-        if grad is None:
-            raise RuntimeError(
-                "asr.ctc.ctc_loss: backward ran twice through the same loss; its "
-                "gradient buffer is consumed by the first backward (compute the loss "
-                "again instead of retain_graph=True)"
-            )
-        ctx.grad = None
-        # (T, B, C) *= (1, B, 1): each sample's gradient scaled by its upstream weight.
-        grad.mul_(grad_nll.to(grad.dtype)[None, :, None])
-        return grad, None, None, None, None, None
+        log_probs, occ = ctx.saved_tensors
+        lp = log_probs.detach().to(occ.dtype)
+        classes = ctx.classes.to(lp.device)
+        grad = _gradient(
+            lp, occ, classes, ctx.in_lens, grad_nll, ctx.dead, ctx.zero_infinity
+        )
+        return grad.to(log_probs.dtype), None, None, None, None, None
