@@ -48,11 +48,13 @@ $(KENLM_BINS) &: | .venv/bin/python $(APT_STAMP)
 	rm -rf $$tmp; echo "built .venv/bin/lmplz and .venv/bin/build_binary"
 
 test: setup
+	.venv/bin/ruff check asr tests tools
 	$(PY) -m pytest -q
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
+# Until the training recipe lands (issue 3), the demo is the CTC benchmark.
 demo: setup
 	$(PY) tools/bench_ctc.py
 
