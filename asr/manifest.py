@@ -1,0 +1,547 @@
+"""Manifests: the :class:`Utterance` record, JSON Lines read/write, validation, and
+building a manifest from a LibriSpeech tree.
+
+A manifest is a JSON Lines file, one utterance per line, with the keys used across
+the field (NeMo, ESPnet, lhotse exports)::
+
+    {"audio_filepath": "train/1-2-0001.flac", "duration": 3.21, "text": "hello world"}
+
+plus optional ``offset`` (seconds into the file), ``id`` and ``speaker``. Relative
+audio paths are relative to the manifest's own directory, so a corpus directory can
+be moved as a whole. Other keys are ignored.
+
+Bad input is reported all at once: :class:`ManifestError` lists every bad line as
+``"<manifest>:<line>: <problem>"``, so one run shows everything there is to fix.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import math
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asr.audio import AudioError, AudioInfo, audio_info
+from asr.text import CharTokenizer, normalize
+
+__all__ = [
+    "CATEGORIES",
+    "ManifestError",
+    "Utterance",
+    "ValidationReport",
+    "librispeech_manifest",
+    "read_manifest",
+    "validate_utterances",
+    "write_manifest",
+]
+
+# At most this many problems are spelled out in one error message; all of them are in
+# ``ManifestError.problems``. (A binary file passed as a manifest would otherwise
+# produce a message of a million lines.)
+_MAX_LISTED = 100
+_LIBRISPEECH_ID = re.compile(r"\d+-\d+-\d+")
+
+# The problem categories of :func:`validate_utterances`, in report order.
+CATEGORIES: tuple[str, ...] = (
+    "unreadable audio",
+    "empty text",
+    "unspellable characters",
+    "too short for its transcript",
+    "duplicate id",
+)
+
+
+class ManifestError(ValueError):
+    """Bad manifest or corpus tree.
+
+    ``str(e)`` is ``"<path>:<line>: <problem>"`` for one problem; for several, a
+    heading line followed by one problem per line.
+
+    Attributes:
+        problems: every problem, one string each, in file order.
+    """
+
+    def __init__(self, message: str, problems: Sequence[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = list(problems) if problems else [message]
+
+    @classmethod
+    def listing(cls, source: str, problems: Sequence[str]) -> ManifestError:
+        """One error for all of ``problems`` found in ``source``."""
+        if len(problems) == 1:
+            return cls(problems[0], problems)
+        shown = list(problems[:_MAX_LISTED])
+        if len(problems) > _MAX_LISTED:
+            shown.append(f"... and {len(problems) - _MAX_LISTED} more")
+        heading = f"{source}: {len(problems)} problems:"
+        return cls("\n".join([heading, *shown]), problems)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One utterance: a file (or a segment of one) and its transcript.
+
+    Attributes:
+        audio_filepath: the audio file (absolute once read from a manifest).
+        duration: length of the utterance in seconds.
+        text: the transcript.
+        offset: start of the utterance in the file, in seconds.
+        id: a unique name, e.g. LibriSpeech's ``"84-121123-0000"``.
+        speaker: the speaker's label.
+    """
+
+    audio_filepath: str
+    duration: float
+    text: str
+    offset: float = 0.0
+    id: str | None = None
+    speaker: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest record: the three required keys, then ``offset`` (if not
+        zero), ``id`` and ``speaker`` (if not None)."""
+        record: dict[str, Any] = {
+            "audio_filepath": self.audio_filepath,
+            "duration": self.duration,
+            "text": self.text,
+        }
+        if self.offset:
+            record["offset"] = self.offset
+        if self.id is not None:
+            record["id"] = self.id
+        if self.speaker is not None:
+            record["speaker"] = self.speaker
+        return record
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _json_type(x: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean"}
+    if x is None:
+        return "null"
+    if _is_number(x):
+        return "number"
+    return names.get(type(x), type(x).__name__)
+
+
+def _parse_record(obj: object, base: str) -> tuple[Utterance | None, list[str]]:
+    """One decoded JSON line -> (Utterance or None, its problems)."""
+    if not isinstance(obj, dict):
+        return None, [f"expected a JSON object, got {_json_type(obj)}"]
+    problems = []
+    missing = [k for k in ("audio_filepath", "duration", "text") if k not in obj]
+    if missing:
+        problems.append("missing key(s) " + ", ".join(repr(k) for k in missing))
+    path = obj.get("audio_filepath")
+    if "audio_filepath" in obj and (not isinstance(path, str) or not path):
+        problems.append(
+            f"'audio_filepath' must be a non-empty string, got {_json_type(path)}"
+        )
+    for key, required in (("duration", True), ("offset", False)):
+        value = obj.get(key)
+        if key not in obj or (value is None and not required):
+            continue
+        if not _is_number(value):
+            problems.append(f"{key!r} must be a number of seconds, got {value!r}")
+        elif not math.isfinite(value) or value < 0:
+            problems.append(f"{key!r} must be a finite number >= 0, got {value!r}")
+    text = obj.get("text")
+    if "text" in obj and not isinstance(text, str):
+        problems.append(f"'text' must be a string, got {_json_type(text)}")
+    labels: dict[str, str | None] = {}
+    for key in ("id", "speaker"):
+        value = obj.get(key)
+        if value is None or isinstance(value, str):
+            labels[key] = value
+        elif isinstance(value, int) and not isinstance(value, bool):
+            labels[key] = str(value)  # numeric speaker/utterance ids are common
+        else:
+            problems.append(f"{key!r} must be a string, got {_json_type(value)}")
+    if problems:
+        return None, problems
+    assert isinstance(path, str) and isinstance(text, str), obj
+    return (
+        Utterance(
+            audio_filepath=os.path.normpath(os.path.join(base, path)),
+            duration=float(obj["duration"]),
+            text=text,
+            offset=float(obj.get("offset") or 0.0),
+            id=labels["id"],
+            speaker=labels["speaker"],
+        ),
+        [],
+    )
+
+
+def read_manifest(path: str | os.PathLike[str]) -> list[Utterance]:
+    """Read a JSON Lines manifest.
+
+    Blank lines are skipped; keys other than the six known ones are ignored;
+    integer ``id``/``speaker`` values become strings. Relative audio paths are resolved
+    against the manifest's directory (an absolute path is kept as is).
+
+    Args:
+        path: the manifest.
+
+    Returns:
+        The utterances in file order.
+
+    Raises:
+        ManifestError: a missing or unreadable file, or bad lines: invalid JSON, bytes
+            that are not UTF-8, missing keys, wrong types (``duration`` must be a
+            number >= 0, ``text`` a string). All bad lines are listed in one error.
+    """
+    p = os.fspath(path)
+    base = os.path.dirname(os.path.abspath(p))
+    utterances: list[Utterance] = []
+    problems: list[str] = []
+    try:
+        with open(p, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8) :]
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    problems.append(
+                        f"{p}:{lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x} "
+                        f"at column {e.start + 1})"
+                    )
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    problems.append(
+                        f"{p}:{lineno}: invalid JSON ({e.msg} at column {e.colno})"
+                    )
+                    continue
+                utterance, line_problems = _parse_record(obj, base)
+                if line_problems:
+                    problems.append(f"{p}:{lineno}: " + "; ".join(line_problems))
+                elif utterance is not None:
+                    utterances.append(utterance)
+    except FileNotFoundError as e:
+        raise ManifestError(f"{p}: manifest not found") from e
+    except OSError as e:
+        raise ManifestError(f"{p}: cannot read manifest: {e.strerror or e}") from e
+    if problems:
+        raise ManifestError.listing(p, problems)
+    return utterances
+
+
+def _relative_if_inside(audio: str, directory: str) -> str:
+    """``audio`` relative to ``directory`` if it lies inside it, else absolute."""
+    absolute = os.path.abspath(audio)
+    try:
+        relative = os.path.relpath(absolute, directory)
+    except ValueError:  # another drive on Windows
+        return absolute
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return absolute
+    return relative
+
+
+def write_manifest(
+    path: str | os.PathLike[str], utterances: Iterable[Utterance]
+) -> None:
+    """Write a JSON Lines manifest atomically.
+
+    The lines go to a temporary file in the same directory, which then replaces
+    ``path`` (``os.replace``), so a reader never sees a half-written manifest and a
+    failure leaves any previous file untouched. Audio paths inside the manifest's
+    directory are written relative to it, others absolute (a relative
+    ``audio_filepath`` in an Utterance is taken relative to the working directory).
+    Missing parent directories are created.
+
+    Args:
+        path: the manifest to write.
+        utterances: the records, written in order, one per line (UTF-8).
+
+    Raises:
+        ManifestError: an utterance that cannot be written as JSON (a NaN duration),
+            or a directory that cannot be written to.
+    """
+    p = os.fspath(path)
+    # The temporary file and the target share one (lexically normalized) directory,
+    # so os.replace is a rename within it.
+    target = os.path.abspath(p)
+    directory = os.path.dirname(target)
+    lines = []
+    for u in utterances:
+        record = u.to_json()
+        record["audio_filepath"] = _relative_if_inside(u.audio_filepath, directory)
+        try:
+            lines.append(json.dumps(record, ensure_ascii=False, allow_nan=False))
+        except (TypeError, ValueError) as e:
+            raise ManifestError(
+                f"{p}: cannot write the utterance {u.id or u.audio_filepath!r}: {e}"
+            ) from e
+    tmp = os.path.join(
+        directory,
+        f".{os.path.basename(target)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp",
+    )
+    try:
+        os.makedirs(directory, exist_ok=True)
+        # os.open with mode 0o666 lets the umask decide the permissions, as for any
+        # new file (a NamedTemporaryFile would leave the manifest readable by us only).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:
+        raise ManifestError(f"{p}: cannot write manifest: {e.strerror or e}") from e
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise ManifestError(f"{p}: cannot write manifest: {e.strerror or e}") from e
+        raise
+
+
+def librispeech_manifest(
+    tree: str | os.PathLike[str], audio_extensions: Sequence[str] = (".flac",)
+) -> list[Utterance]:
+    """Utterances of a LibriSpeech-format tree.
+
+    The layout is ``SPK/CHAPTER/SPK-CHAPTER-UTT.flac`` with transcripts in
+    ``SPK/CHAPTER/SPK-CHAPTER.trans.txt``, lines ``SPK-CHAPTER-UTT TEXT``; both are
+    searched recursively under ``tree``, so a split directory (``dev-clean``) or
+    ``LibriSpeech/`` holding several splits both work.
+
+    Args:
+        tree: the directory to search.
+        audio_extensions: the audio files' extensions (a converted copy may use
+            ``(".wav",)``).
+
+    Returns:
+        One Utterance per transcript line, sorted by id: absolute ``audio_filepath``,
+        ``duration`` from the audio header (seconds), ``text`` normalized,
+        ``id`` = the utterance id, ``speaker`` = its SPK part.
+
+    Raises:
+        ManifestError: listing every problem at once: transcript lines without audio,
+            audio files without a transcript line, duplicate ids, malformed lines,
+            unreadable audio, no transcripts at all, or ``tree`` not a directory.
+    """
+    root = os.fspath(tree)
+    if not os.path.isdir(root):
+        raise ManifestError(f"{root}: not a directory")
+    problems: list[str] = []
+    audio: dict[str, Path] = {}
+    for ext in audio_extensions:
+        for a in sorted(Path(root).rglob(f"*{ext}")):
+            uid = a.name[: -len(ext)]
+            if uid in audio:
+                problems.append(f"{a}: duplicate audio for {uid!r} (also {audio[uid]})")
+            else:
+                audio[uid] = a
+    texts: dict[str, tuple[str, str]] = {}  # id -> (text, "file:line")
+    transcripts = sorted(Path(root).rglob("*.trans.txt"))
+    for t in transcripts:
+        try:
+            content = t.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            problems.append(f"{t}: not valid UTF-8 (byte offset {e.start})")
+            continue
+        except OSError as e:
+            problems.append(f"{t}: cannot read: {e.strerror or e}")
+            continue
+        for lineno, line in enumerate(content.splitlines(), 1):
+            where = f"{t}:{lineno}"
+            if not line.strip():
+                continue
+            uid, _, text = line.strip().partition(" ")
+            if not _LIBRISPEECH_ID.fullmatch(uid):
+                problems.append(
+                    f"{where}: {uid!r} is not an utterance id SPEAKER-CHAPTER-UTTERANCE"
+                )
+            elif not text.strip():
+                problems.append(f"{where}: no transcript after the id {uid!r}")
+            elif uid in texts:
+                problems.append(
+                    f"{where}: duplicate transcript for {uid!r} (first at "
+                    f"{texts[uid][1]})"
+                )
+            else:
+                texts[uid] = (text, where)
+    if not transcripts:
+        problems.append(f"{root}: no LibriSpeech transcripts (*.trans.txt) found")
+    for uid in sorted(texts.keys() - audio.keys()):
+        exts = "/".join(audio_extensions)
+        problems.append(f"{texts[uid][1]}: no audio file ({exts}) for {uid!r}")
+    for uid in sorted(audio.keys() - texts.keys()):
+        problems.append(f"{audio[uid]}: no transcript line for {uid!r}")
+    utterances = []
+    for uid in sorted(texts.keys() & audio.keys()):
+        try:
+            info = audio_info(audio[uid])
+        except AudioError as e:
+            problems.append(str(e))
+            continue
+        utterances.append(
+            Utterance(
+                audio_filepath=os.path.abspath(audio[uid]),
+                duration=info.duration,
+                text=normalize(texts[uid][0]),
+                id=uid,
+                speaker=uid.split("-", 1)[0],
+            )
+        )
+    if problems:
+        raise ManifestError.listing(root, problems)
+    return utterances
+
+
+@dataclass
+class ValidationReport:
+    """What :func:`validate_utterances` found.
+
+    Attributes:
+        total: utterances checked.
+        problems: category (one of :data:`CATEGORIES`, all present) -> one line per
+            affected utterance, ``"<id or path>: <detail>"``.
+        kept: the utterances with no problem, in input order.
+    """
+
+    total: int
+    problems: dict[str, list[str]] = field(
+        default_factory=lambda: {c: [] for c in CATEGORIES}
+    )
+    kept: list[Utterance] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no utterance has a problem."""
+        return not any(self.problems.values())
+
+    def summary(self, max_examples: int = 5) -> str:
+        """A readable report: counts per category, each with up to ``max_examples``
+        example lines (ids or paths and the detail)."""
+        if self.ok:
+            return f"{self.total} utterances checked: all usable"
+        dropped = self.total - len(self.kept)
+        lines = [
+            f"{self.total} utterances checked: {len(self.kept)} kept, "
+            f"{dropped} with problems"
+        ]
+        for category, items in self.problems.items():
+            if not items:
+                continue
+            lines.append(f"  {category}: {len(items)}")
+            lines.extend(f"    {item}" for item in items[:max_examples])
+            if len(items) > max_examples:
+                lines.append(f"    ... and {len(items) - max_examples} more")
+        return "\n".join(lines)
+
+
+def validate_utterances(
+    utterances: Iterable[Utterance],
+    tokenizer: CharTokenizer,
+    output_frames: Callable[[float], int] | None = None,
+    check_audio: bool = True,
+) -> ValidationReport:
+    """Find the utterances that would fail or poison training, before training.
+
+    Categories (see :data:`CATEGORIES`):
+
+    - "unreadable audio": :func:`asr.audio.audio_info` fails (the AudioError's
+      reason is given), or ``offset`` lies at or beyond the end of the file.
+    - "empty text": nothing left after :func:`asr.text.normalize`.
+    - "unspellable characters": characters the tokenizer lacks (named).
+    - "too short for its transcript": ``output_frames(duration)`` is below the CTC
+      minimum, the number of labels plus the number of adjacent equal labels (each
+      repeat needs a blank between). CTC then has no valid alignment and the loss is
+      infinite, the usual cause of inf/NaN losses in DeepSpeech2 training.
+    - "duplicate id": an ``id`` already seen; the first occurrence is kept.
+
+    Args:
+        utterances: the records to check.
+        tokenizer: the tokenizer training will use; texts are normalized as its
+            ``encode`` does by default.
+        output_frames: model output frames for an input of that many seconds, e.g.
+            ``lambda s: model.output_lengths(frames(s))``; ``None`` skips the
+            length check.
+        check_audio: read each audio header (once per distinct file).
+
+    Returns:
+        The report; ``report.kept`` is the clean subset.
+    """
+    report = ValidationReport(total=0)
+    seen: dict[str, Utterance] = {}
+    headers: dict[str, AudioInfo | AudioError] = {}
+    for u in utterances:
+        report.total += 1
+        name = u.id if u.id is not None else u.audio_filepath
+        if u.id is None and u.offset:
+            name = f"{u.audio_filepath}@{u.offset:g}s"
+        found: list[tuple[str, str]] = []
+        if check_audio:
+            if u.audio_filepath not in headers:
+                try:
+                    headers[u.audio_filepath] = audio_info(u.audio_filepath)
+                except AudioError as e:
+                    headers[u.audio_filepath] = e
+            header = headers[u.audio_filepath]
+            where = name if name == u.audio_filepath else f"{name} ({u.audio_filepath})"
+            if isinstance(header, AudioError):
+                found.append(("unreadable audio", f"{where}: {header.reason}"))
+            elif u.offset >= header.duration:
+                found.append(
+                    (
+                        "unreadable audio",
+                        f"{where}: offset {u.offset:g} s is at or beyond the end of "
+                        f"the audio ({header.duration:g} s)",
+                    )
+                )
+        text = normalize(u.text)
+        unknown = tokenizer.unknown_characters(text, normalize_text=False)
+        if not text:
+            found.append(("empty text", f"{name}: {u.text!r} is empty once normalized"))
+        elif unknown:
+            shown = ", ".join(repr(c) for c in unknown)
+            found.append(("unspellable characters", f"{name}: {shown} in {text!r}"))
+        elif output_frames is not None:
+            labels = tokenizer.encode(text, normalize_text=False)
+            repeats = sum(a == b for a, b in zip(labels[:-1], labels[1:], strict=True))
+            needed = len(labels) + repeats
+            frames = int(output_frames(u.duration))
+            if frames < needed:
+                found.append(
+                    (
+                        "too short for its transcript",
+                        f"{name}: {u.duration:g} s gives {frames} output frames, "
+                        f"the transcript needs {needed} ({len(labels)} labels + "
+                        f"{repeats} repeats)",
+                    )
+                )
+        if u.id is not None:
+            if u.id in seen:
+                found.append(
+                    (
+                        "duplicate id",
+                        f"{name}: {seen[u.id].audio_filepath} and {u.audio_filepath}",
+                    )
+                )
+            else:
+                seen[u.id] = u
+        for category, detail in found:
+            report.problems[category].append(detail)
+        if not found:
+            report.kept.append(u)
+    return report
