@@ -1,0 +1,5 @@
+"""`python -m asr` is the `asr` command."""
+
+from asr.cli import main
+
+raise SystemExit(main())

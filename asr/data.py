@@ -1,0 +1,219 @@
+"""From manifests to batches: dataset, duration-bounded batch sampler, collate.
+
+Batches are bounded by seconds of padded audio rather than by a count of utterances,
+so that a batch of short utterances is large and one of long utterances is small,
+and every step costs about the same (lhotse's dynamic batching). Utterances of similar
+length are batched together (bucketing) so that little of a batch is padding.
+The first epoch goes from the shortest batch to the longest (SortaGrad, DS2 sec. 3.1):
+short utterances first stabilise the start of training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from asr.audio import AudioError, load_audio
+from asr.augment import speed_perturb
+from asr.manifest import Utterance
+from asr.text import CharTokenizer
+
+__all__ = ["Batch", "DurationBatchSampler", "SpeechDataset", "collate"]
+
+log = logging.getLogger(__name__)
+
+
+class Batch(NamedTuple):
+    """A padded batch; tensors travel with their lengths.
+
+    Attributes:
+        waves: ``(B, N)`` float32 waveforms, zero past ``wave_lens``.
+        wave_lens: ``(B,)`` int64 samples.
+        targets: ``(B, L)`` int64 label indices, zero past ``target_lens``.
+        target_lens: ``(B,)`` int64.
+        ids: utterance ids (or audio paths), for reports.
+        texts: reference transcripts.
+    """
+
+    waves: Tensor
+    wave_lens: Tensor
+    targets: Tensor
+    target_lens: Tensor
+    ids: list[str]
+    texts: list[str]
+
+
+class _Item(NamedTuple):
+    wave: Tensor
+    tokens: list[int]
+    id: str
+    text: str
+
+
+class SpeechDataset(Dataset):
+    """Utterances read from disk as mono waveforms at ``sample_rate`` plus tokens.
+
+    Items are addressed by ``index`` or by ``(index, epoch)`` (what
+    :class:`DurationBatchSampler` yields): the speed-perturbation factor of an item is
+    drawn from ``(seed, epoch, index)`` alone, so it does not depend on which worker
+    loads it or on whether training was resumed.
+
+    An unreadable file is logged (with its name and the reason) and yields ``None``,
+    which :func:`collate` leaves out of the batch: one bad file never stops training.
+    """
+
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        tokenizer: CharTokenizer,
+        sample_rate: int = 16000,
+        speed_factors: Sequence[float] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.utterances = list(utterances)
+        self.tokenizer = tokenizer
+        self.sample_rate = sample_rate
+        self.speed_factors = tuple(speed_factors or ())
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> _Item | None:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        utt = self.utterances[index]
+        try:
+            wave = load_audio(
+                utt.audio_filepath,
+                self.sample_rate,
+                offset=utt.offset,
+                duration=utt.duration if utt.offset else None,
+            )
+        except AudioError as err:
+            log.warning("skipping unreadable audio %s", err)
+            return None
+        if self.speed_factors:
+            rng = random.Random((self.seed * 1_000_003 + epoch) * 1_000_003 + index)
+            factor = rng.choice(self.speed_factors)
+            if factor != 1.0:
+                wave = speed_perturb(wave, self.sample_rate, factor)
+        tokens = self.tokenizer.encode(utt.text)
+        return _Item(wave, tokens, utt.id or utt.audio_filepath, utt.text)
+
+
+def collate(items: Sequence[_Item | None]) -> Batch:
+    """Pad waveforms and targets; items that failed to load (None) are left out."""
+    kept = [it for it in items if it is not None]
+    B = len(kept)
+    n = max((it.wave.numel() for it in kept), default=0)
+    L = max((len(it.tokens) for it in kept), default=0)
+    waves = torch.zeros(B, n)
+    targets = torch.zeros(B, L, dtype=torch.int64)
+    for i, it in enumerate(kept):
+        waves[i, : it.wave.numel()] = it.wave
+        targets[i, : len(it.tokens)] = torch.tensor(it.tokens, dtype=torch.int64)
+    return Batch(
+        waves=waves,
+        wave_lens=torch.tensor([it.wave.numel() for it in kept], dtype=torch.int64),
+        targets=targets,
+        target_lens=torch.tensor([len(it.tokens) for it in kept], dtype=torch.int64),
+        ids=[it.id for it in kept],
+        texts=[it.text for it in kept],
+    )
+
+
+class DurationBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of utterance indices bounded by seconds of padded audio.
+
+    A batch's cost is ``len(batch) * max(duration in batch)`` (what the padded tensor
+    holds); it stays within ``max_batch_seconds`` (a single longer utterance makes a
+    batch of its own) and within ``max_batch_size`` utterances.
+
+    Order: with ``sortagrad`` the first epoch runs from the shortest batch to the
+    longest. Other epochs sort by duration jittered by up to ``jitter`` (relative),
+    so batch composition changes between epochs while lengths stay alike, then
+    shuffle the batches. Everything derives from ``(seed, epoch)``: the same epoch
+    always gives the same batches, which makes a resumed run identical.
+
+    Distributed: the batches are split round-robin over ``num_replicas`` ranks, the
+    list padded by repeating its first batches so every rank gets the same number.
+    """
+
+    def __init__(
+        self,
+        durations: Sequence[float],
+        max_batch_seconds: float,
+        max_batch_size: int | None = None,
+        shuffle: bool = True,
+        sortagrad: bool = True,
+        seed: int = 0,
+        jitter: float = 0.1,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if max_batch_seconds <= 0:
+            raise ValueError(f"max_batch_seconds must be > 0, got {max_batch_seconds}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside {num_replicas} replicas")
+        self.durations = [float(d) for d in durations]
+        self.max_batch_seconds = max_batch_seconds
+        self.max_batch_size = max_batch_size
+        self.shuffle = shuffle
+        self.sortagrad = sortagrad
+        self.seed = seed
+        self.jitter = jitter
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed * 100003 + self.epoch)
+        in_order = not self.shuffle or (self.sortagrad and self.epoch == 0)
+        if in_order:
+            keys = self.durations
+        else:
+            keys = [
+                d * (1 + rng.uniform(-self.jitter, self.jitter)) for d in self.durations
+            ]
+        order = sorted(range(len(keys)), key=lambda i: (keys[i], i))
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0.0
+        for i in order:
+            d = self.durations[i]
+            full = (
+                self.max_batch_size is not None and len(current) >= self.max_batch_size
+            )
+            too_long = (len(current) + 1) * max(longest, d) > self.max_batch_seconds
+            if current and (full or too_long):
+                batches.append(current)
+                current, longest = [], 0.0
+            current.append(i)
+            longest = max(longest, d)
+        if current:
+            batches.append(current)
+        if not in_order:
+            rng.shuffle(batches)
+        if self.num_replicas > 1 and batches:
+            per_rank = math.ceil(len(batches) / self.num_replicas)
+            batches = (batches * self.num_replicas)[: per_rank * self.num_replicas]
+            batches = batches[self.rank :: self.num_replicas]
+        return batches
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        """Batches of ``(index, epoch)`` keys for :class:`SpeechDataset`."""
+        for batch in self._batches():
+            yield [(i, self.epoch) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self._batches())

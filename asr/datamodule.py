@@ -1,0 +1,147 @@
+"""LightningDataModule: manifests -> validated utterances -> bounded batches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from asr.data import DurationBatchSampler, SpeechDataset, collate
+from asr.manifest import Utterance, read_manifest, validate_utterances
+from asr.text import CharTokenizer
+
+__all__ = ["ASRDataModule", "InvalidDataError"]
+
+log = logging.getLogger(__name__)
+
+
+class InvalidDataError(ValueError):
+    """A manifest holds utterances that cannot be trained on, and skipping is off."""
+
+
+class ASRDataModule(L.LightningDataModule):
+    """Train / validation / test manifests, validated before training.
+
+    Args:
+        train_manifest, val_manifest, test_manifest: JSON Lines manifests.
+        sample_rate: audio is resampled to this rate (the model's).
+        max_batch_seconds: padded seconds of audio per batch (per device).
+        max_batch_size: utterances per batch at most.
+        num_workers: data-loading processes.
+        speed_perturb: factors for training-time speed perturbation (empty: off).
+        sortagrad: first epoch from the shortest batch to the longest (DS2 3.1).
+        skip_invalid: leave out (and report) utterances that cannot be trained on:
+            unreadable audio, empty text, characters outside the vocabulary, audio too
+            short for its transcript after the model's subsampling. When False such
+            utterances stop training before it starts, with the report.
+        check_audio: open every audio header during validation (slow on huge sets).
+        seed: batch order and speed perturbation derive from it (and the epoch).
+    """
+
+    def __init__(
+        self,
+        train_manifest: str | None = None,
+        val_manifest: str | None = None,
+        test_manifest: str | None = None,
+        sample_rate: int = 16000,
+        max_batch_seconds: float = 120.0,
+        max_batch_size: int = 64,
+        num_workers: int = 1,
+        speed_perturb: list[float] | None = None,
+        sortagrad: bool = True,
+        skip_invalid: bool = True,
+        check_audio: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.tokenizer = CharTokenizer()
+        self.output_frames: Callable[[float], int] | None = None
+        self._sets: dict[str, list[Utterance]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        trainer = getattr(self, "trainer", None)
+        module = trainer.lightning_module if trainer is not None else None
+        if module is not None and hasattr(module, "output_frames"):
+            self.output_frames = module.output_frames
+            self.tokenizer = module.tokenizer
+        wanted = {
+            "fit": ["train", "val"],
+            "validate": ["val"],
+            "test": ["test"],
+            None: ["train", "val", "test"],
+        }.get(stage, ["train", "val", "test"])
+        for split in wanted:
+            path = getattr(hp, f"{split}_manifest")
+            if path is None or split in self._sets:
+                continue
+            self._sets[split] = self._load(split, path)
+
+    def _load(self, split: str, path: str) -> list[Utterance]:
+        utts = read_manifest(path)
+        report = validate_utterances(
+            utts,
+            self.tokenizer,
+            output_frames=self.output_frames,
+            check_audio=self.hparams.check_audio,
+        )
+        hours = sum(u.duration for u in report.kept) / 3600
+        log.info(
+            "%s: %s: %d utterances, %d kept (%.2f h)",
+            split,
+            path,
+            report.total,
+            len(report.kept),
+            hours,
+        )
+        if not report.ok:
+            message = f"{path}: {report.summary()}"
+            if not self.hparams.skip_invalid:
+                raise InvalidDataError(
+                    message + "\n(set skip_invalid: true to train without them)"
+                )
+            log.warning("%s\nthese utterances are left out", message)
+        if not report.kept:
+            raise InvalidDataError(f"{path}: no usable utterance in the {split} set")
+        return report.kept
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        hp = self.hparams
+        utts = self._sets[split]
+        factors = hp.speed_perturb if train else None
+        dataset = SpeechDataset(utts, self.tokenizer, hp.sample_rate, factors, hp.seed)
+        world, rank = 1, 0
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            world, rank = trainer.world_size, trainer.global_rank
+        sampler = DurationBatchSampler(
+            [u.duration for u in utts],
+            max_batch_seconds=hp.max_batch_seconds,
+            max_batch_size=hp.max_batch_size,
+            shuffle=train,
+            sortagrad=hp.sortagrad,
+            seed=hp.seed,
+            num_replicas=world,
+            rank=rank,
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

@@ -1,0 +1,182 @@
+"""Self-describing checkpoints -> a ready-to-use recognizer.
+
+A checkpoint is either a Lightning training checkpoint of :class:`asr.task.ASRTask` or
+the slim file :func:`save_model` writes (``model.ckpt``: the description and the
+weights only). Both load with ``torch.load(weights_only=True)``, which cannot run code
+from the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from asr.decoding import greedy_decode
+from asr.features import build_frontend
+from asr.model import DeepSpeech2, ModelConfig
+from asr.text import CharTokenizer
+
+__all__ = [
+    "CheckpointError",
+    "Recognizer",
+    "evaluate_manifest",
+    "load_model",
+    "save_model",
+]
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable asr checkpoint; the message names it."""
+
+
+@dataclass
+class Recognizer:
+    """Frontend + model + tokenizer, in eval mode, on one device."""
+
+    frontend: nn.Module
+    model: DeepSpeech2
+    tokenizer: CharTokenizer
+    sample_rate: int
+    description: dict[str, Any]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> Recognizer:
+        self.frontend.to(device)
+        self.model.to(device)
+        return self
+
+    @torch.inference_mode()
+    def log_probs(self, waves: Tensor, wave_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """``(waves (B, N), wave_lens (B,))`` -> ``(log_probs (T, B, V), out_lens)``."""
+        waves, wave_lens = waves.to(self.device), wave_lens.to(self.device)
+        feats, feat_lens = self.frontend(waves, wave_lens)
+        return self.model(feats, feat_lens)
+
+    def transcribe_batch(self, waves: Tensor, wave_lens: Tensor) -> list[str]:
+        """Greedy transcripts of a padded batch of waveforms at ``sample_rate``."""
+        log_probs, out_lens = self.log_probs(waves, wave_lens)
+        ids = greedy_decode(log_probs, out_lens, self.tokenizer.blank)
+        return [self.tokenizer.decode(x) for x in ids]
+
+
+def save_model(task: Any, path: str | Path) -> Path:
+    """Write the slim inference checkpoint of an :class:`ASRTask`, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "asr": task.describe(),
+        "frontend": task.frontend.state_dict(),
+        "model": task.model.state_dict(),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recognizer:
+    """Load a slim or Lightning checkpoint; never executes code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors, truncated files, foreign objects
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a loadable asr checkpoint ({reason})"
+        ) from None
+    if not isinstance(ckpt, dict) or "asr" not in ckpt:
+        raise CheckpointError(f"{path}: not an asr checkpoint (no 'asr' description)")
+    desc = ckpt["asr"]
+    if "model" in ckpt and "frontend" in ckpt:
+        model_state, frontend_state = ckpt["model"], ckpt["frontend"]
+    elif "state_dict" in ckpt:  # Lightning: task.model.*, task.frontend.*
+        sd = ckpt["state_dict"]
+        model_state = {k[6:]: v for k, v in sd.items() if k.startswith("model.")}
+        frontend_state = {k[9:]: v for k, v in sd.items() if k.startswith("frontend.")}
+    else:
+        raise CheckpointError(f"{path}: the checkpoint holds no weights")
+    try:
+        frontend = build_frontend(desc["frontend"])
+        model = DeepSpeech2(ModelConfig.from_dict(desc["model"]))
+        tokenizer = CharTokenizer.from_dict(desc["tokenizer"])
+        frontend.load_state_dict(frontend_state)
+        model.load_state_dict(model_state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: inconsistent asr checkpoint ({err})") from None
+    frontend.eval()
+    model.eval()
+    rec = Recognizer(frontend, model, tokenizer, int(desc["sample_rate"]), desc)
+    return rec.to(device)
+
+
+def evaluate_manifest(
+    manifest: str | Path,
+    checkpoint: str | Path,
+    batch_seconds: float = 300.0,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Greedy WER/CER of a checkpoint on a manifest, with S/D/I counts and the RTF.
+
+    Unreadable audio is reported (logged with its name) and counted, never dropped
+    silently: its words count as deletions.
+    """
+    from torch.utils.data import DataLoader
+
+    from asr.data import DurationBatchSampler, SpeechDataset, collate
+    from asr.manifest import read_manifest
+    from asr.metrics import error_rates
+
+    rec = load_model(checkpoint, device)
+    utts = read_manifest(manifest)
+    dataset = SpeechDataset(utts, rec.tokenizer, rec.sample_rate)
+    sampler = DurationBatchSampler(
+        [u.duration for u in utts], batch_seconds, shuffle=False
+    )
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+    hyps: dict[str, str] = {}
+    compute = 0.0
+    for batch in loader:
+        start = time.perf_counter()
+        texts = rec.transcribe_batch(batch.waves, batch.wave_lens)
+        compute += time.perf_counter() - start
+        hyps.update(zip(batch.ids, texts, strict=True))
+    refs = [u.text for u in utts]
+    keys = [u.id or u.audio_filepath for u in utts]
+    failed = [k for k in keys if k not in hyps]
+    words, chars = error_rates(refs, [hyps.get(k, "") for k in keys])
+    seconds = sum(u.duration for u in utts)
+    return {
+        "manifest": str(manifest),
+        "checkpoint": str(checkpoint),
+        "decoder": "greedy",
+        "utterances": len(utts),
+        "failed": failed,
+        "words": words.reference_length,
+        "wer": words.rate,
+        "cer": chars.rate,
+        "substitutions": words.substitutions,
+        "deletions": words.deletions,
+        "insertions": words.insertions,
+        "char_substitutions": chars.substitutions,
+        "char_deletions": chars.deletions,
+        "char_insertions": chars.insertions,
+        "audio_seconds": seconds,
+        "rtf": compute / seconds if seconds else 0.0,
+    }

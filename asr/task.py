@@ -1,0 +1,258 @@
+"""The training task: frontend + SpecAugment + DeepSpeech2 + CTC, as a LightningModule.
+
+Features are computed here, on the model's device, from raw waveforms, so training and
+inference share one definition of them; the checkpoint carries the frontend, the
+vocabulary, the sample rate and the model's hyper-parameters (``checkpoint["asr"]``),
+so a checkpoint alone is enough to transcribe.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from asr.augment import SpecAugment
+from asr.ctc import resolve_ctc_loss
+from asr.data import Batch
+from asr.decoding import greedy_decode
+from asr.features import build_frontend
+from asr.metrics import error_rates
+from asr.model import PRESETS, DeepSpeech2, ModelConfig, count_parameters
+from asr.text import CharTokenizer
+
+__all__ = ["ASRTask", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = 1
+
+
+class ASRTask(L.LightningModule):
+    """Train a DeepSpeech2 model with CTC.
+
+    Args:
+        model_preset: a name in :data:`asr.model.PRESETS` (``paper``,
+            ``librispeech``, ``small``, ``tiny``).
+        model: overrides of the preset (keys of :class:`asr.model.ModelConfig`).
+        frontend: the feature extractor (keys of :func:`asr.features.build_frontend`;
+            ``kind`` is ``spectrogram``, ``mel`` or ``mfcc``).
+        spec_augment: SpecAugment settings, or None for none.
+        sample_rate: of the audio the model takes.
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW's decoupled weight decay.
+        warmup: linear warm-up, in optimizer steps (>= 1) or as a fraction of all
+            steps (< 1); then cosine decay to ``lr * final_lr_ratio``.
+        final_lr_ratio: the learning rate at the last step, relative to ``lr``.
+        ctc_impl: ``"asr"`` (ours) or ``"torch"``: the CTC loss implementation.
+    """
+
+    def __init__(
+        self,
+        model_preset: str = "small",
+        model: dict[str, Any] | None = None,
+        frontend: dict[str, Any] | None = None,
+        spec_augment: dict[str, Any] | None = None,
+        sample_rate: int = 16000,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-2,
+        warmup: float = 0.05,
+        final_lr_ratio: float = 0.02,
+        ctc_impl: str = "asr",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if model_preset not in PRESETS:
+            known = ", ".join(PRESETS)
+            raise ValueError(f"unknown model_preset {model_preset!r}; choose: {known}")
+        self.tokenizer = CharTokenizer()
+        self.frontend = build_frontend(
+            {"kind": "spectrogram", "sample_rate": sample_rate, **(frontend or {})}
+        )
+        config = ModelConfig.from_dict(
+            {
+                **ModelConfig().to_dict(),
+                **PRESETS[model_preset],
+                **(model or {}),
+                "n_features": self.frontend.n_features,
+                "vocab_size": len(self.tokenizer),
+            }
+        )
+        self.model = DeepSpeech2(config)
+        self.spec_augment = SpecAugment(**spec_augment) if spec_augment else None
+        self.ctc_loss = resolve_ctc_loss(ctc_impl)
+        self._refs: list[str] = []
+        self._hyps: list[str] = []
+
+    # -- the computation ------------------------------------------------------------
+
+    def forward(self, waves: Tensor, wave_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """``(waves (B, N), wave_lens (B,))`` -> ``(log_probs (T, B, V), out_lens)``."""
+        with torch.no_grad():
+            feats, feat_lens = self.frontend(waves, wave_lens)  # (B, F, T)
+        if self.spec_augment is not None and self.training:
+            feats, feat_lens = self.spec_augment(feats, feat_lens)
+        return self.model(feats, feat_lens)
+
+    def output_frames(self, duration: float) -> int:
+        """Model output frames for ``duration`` seconds of audio (for validation)."""
+        samples = torch.tensor([round(duration * self.hparams.sample_rate)])
+        frames = torch.as_tensor(self.frontend.frames(samples)).reshape(1)
+        return int(self.model.output_lengths(frames)[0])
+
+    def _loss(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        log_probs, out_lens = self(batch.waves, batch.wave_lens)
+        loss = self.ctc_loss(
+            log_probs,
+            batch.targets,
+            out_lens,
+            batch.target_lens,
+            blank=self.tokenizer.blank,
+            reduction="mean",
+            zero_infinity=True,
+        )
+        return loss, log_probs, out_lens
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss, _, _ = self._loss(batch)
+        B = len(batch.ids)
+        self.log("train_loss", loss, prog_bar=True, batch_size=B)
+        self.log(
+            "batch_seconds",
+            batch.wave_lens.sum() / self.hparams.sample_rate,
+            batch_size=B,
+            reduce_fx="sum",
+            on_step=False,
+            on_epoch=True,
+        )
+        return loss
+
+    def _eval_step(self, batch: Batch, prefix: str) -> None:
+        loss, log_probs, out_lens = self._loss(batch)
+        self.log(
+            f"{prefix}_loss",
+            loss,
+            prog_bar=True,
+            batch_size=len(batch.ids),
+            sync_dist=True,
+        )
+        for ids in greedy_decode(log_probs, out_lens, self.tokenizer.blank):
+            self._hyps.append(self.tokenizer.decode(ids))
+        self._refs.extend(batch.texts)
+
+    def _eval_epoch_end(self, prefix: str) -> None:
+        words, chars = error_rates(self._refs, self._hyps)
+        self._refs, self._hyps = [], []
+        counts = torch.tensor(
+            [
+                words.errors,
+                words.reference_length,
+                chars.errors,
+                chars.reference_length,
+            ],
+            dtype=torch.float64,
+            device=self.device,
+        )
+        if self.trainer.world_size > 1:  # corpus-level rates over all ranks
+            counts = self.all_gather(counts).sum(0)
+        wer = float(counts[0] / counts[1].clamp(min=1))
+        cer = float(counts[2] / counts[3].clamp(min=1))
+        self.log(f"{prefix}_wer", wer, prog_bar=True)
+        self.log(f"{prefix}_cer", cer, prog_bar=True)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # -- optimisation ---------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            (no_decay if p.dim() < 2 or "norm" in name else decay).append(p)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": hp.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=hp.lr,
+            betas=(0.9, 0.98),
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = hp.warmup if hp.warmup >= 1 else hp.warmup * total
+        warmup = max(1, int(warmup))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            cosine = 0.5 * (1 + math.cos(math.pi * progress))
+            return hp.final_lr_ratio + (1 - hp.final_lr_ratio) * cosine
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_fit_start(self) -> None:
+        n = count_parameters(self.model)
+        self.print(f"DeepSpeech2 ({self.hparams.model_preset}): {n:,} parameters")
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model for inference, as plain data."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "sample_rate": self.hparams.sample_rate,
+            "tokenizer": self.tokenizer.to_dict(),
+            "frontend": self.frontend.config(),
+            "model": self.model.config.to_dict(),
+            "model_preset": self.hparams.model_preset,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["asr"] = self.describe()
+        # Random states, so a resumed run draws the same augmentations as one that
+        # never stopped (batch order and speed factors derive from seed and epoch).
+        checkpoint["asr_rng"] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": _numpy_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("asr_rng")
+        if not state:
+            return
+        torch.set_rng_state(state["torch"])
+        random.setstate(_as_tuple(state["python"]))
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state(
+            (kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
+        )
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state() -> list[Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
