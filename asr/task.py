@@ -9,11 +9,9 @@ so a checkpoint alone is enough to transcribe.
 from __future__ import annotations
 
 import math
-import random
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -48,6 +46,9 @@ class ASRTask(L.LightningModule):
             steps (< 1); then cosine decay to ``lr * final_lr_ratio``.
         final_lr_ratio: the learning rate at the last step, relative to ``lr``.
         ctc_impl: ``"asr"`` (ours) or ``"torch"``: the CTC loss implementation.
+        seed: every training step's randomness (SpecAugment, dropout) is drawn from
+            a generator seeded with ``(seed, step)``, so a resumed run takes exactly
+            the steps an uninterrupted one would have.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class ASRTask(L.LightningModule):
         warmup: float = 0.05,
         final_lr_ratio: float = 0.02,
         ctc_impl: str = "asr",
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -115,6 +117,11 @@ class ASRTask(L.LightningModule):
             zero_infinity=True,
         )
         return loss, log_probs, out_lens
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        # Lightning draws from the global generator at moments that differ between a
+        # fresh and a resumed run (data-loader seeds); reseed from (seed, step).
+        torch.manual_seed((self.hparams.seed * 1_000_003 + self.global_step) % 2**63)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss, _, _ = self._loss(batch)
@@ -207,6 +214,15 @@ class ASRTask(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning sets the epoch of `dataloader.sampler` and of
+        # `batch_sampler.sampler`, not of a batch sampler itself: do it here, before
+        # the epoch's iterator exists, so batch order follows (seed, epoch).
+        loader = self.trainer.train_dataloader
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        if callable(getattr(batch_sampler, "set_epoch", None)):
+            batch_sampler.set_epoch(self.current_epoch)
+
     def on_fit_start(self) -> None:
         n = count_parameters(self.model)
         self.print(f"DeepSpeech2 ({self.hparams.model_preset}): {n:,} parameters")
@@ -226,33 +242,3 @@ class ASRTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["asr"] = self.describe()
-        # Random states, so a resumed run draws the same augmentations as one that
-        # never stopped (batch order and speed factors derive from seed and epoch).
-        checkpoint["asr_rng"] = {
-            "torch": torch.get_rng_state(),
-            "python": random.getstate(),
-            "numpy": _numpy_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("asr_rng")
-        if not state:
-            return
-        torch.set_rng_state(state["torch"])
-        random.setstate(_as_tuple(state["python"]))
-        kind, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state(
-            (kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
-        )
-        if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _numpy_state() -> list[Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
-
-
-def _as_tuple(x: Any) -> Any:
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x

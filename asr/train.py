@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import lightning as L
 import torch
 from lightning.pytorch.cli import LightningCLI
 
@@ -20,9 +22,46 @@ from asr.datamodule import ASRDataModule
 from asr.inference import save_model
 from asr.task import ASRTask
 
-__all__ = ["plot_training_curves", "run_training"]
+__all__ = ["LastCheckpoint", "plot_training_curves", "run_training"]
 
 log = logging.getLogger(__name__)
+
+
+class LastCheckpoint(L.Callback):
+    """Write ``last.ckpt`` after every validation, atomically.
+
+    Lightning's ModelCheckpoint refreshes its "last" only when it also saved a
+    top-k checkpoint, so an epoch that did not improve would be lost to a crash. This
+    writes a temporary file and renames it over the previous one: a kill at any
+    moment leaves either the old or the new checkpoint, never a torn file.
+
+    Args:
+        dirpath: where to write; default ``<log dir>/checkpoints``.
+    """
+
+    def __init__(self, dirpath: str | None = None, filename: str = "last.ckpt") -> None:
+        self.dirpath = dirpath
+        self.filename = filename
+
+    def _path(self, trainer: L.Trainer) -> Path:
+        base = self.dirpath or os.path.join(
+            trainer.log_dir or trainer.default_root_dir, "checkpoints"
+        )
+        return Path(base) / self.filename
+
+    def on_validation_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> None:
+        if trainer.sanity_checking:
+            return
+        path = self._path(trainer)
+        tmp = path.with_name(path.name + ".tmp")
+        if trainer.is_global_zero:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp)  # every rank takes part; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+        trainer.strategy.barrier("last_checkpoint")
 
 
 class _TrainCLI(LightningCLI):
@@ -83,12 +122,10 @@ def plot_training_curves(metrics_csv: Path, png: Path) -> Path:
             for key, value in row.items():
                 if key in ("step", "epoch") or not value:
                     continue
-                x = (
-                    float(row["step"])
-                    if key.endswith("_step") or key == "train_loss"
-                    else float(row["epoch"])
-                )
-                series.setdefault(key, []).append((x, float(value)))
+                per_step = key == "train_loss" or key.endswith("_step")
+                x = row.get("step" if per_step else "epoch") or ""
+                if x:
+                    series.setdefault(key, []).append((float(x), float(value)))
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
     for key in ("train_loss", "train_loss_step"):
         if key in series:
@@ -104,7 +141,8 @@ def plot_training_curves(metrics_csv: Path, png: Path) -> Path:
         ax2.plot(xs, ys, "o-", color="C1", label="validation (per epoch)")
         ax2.set_xlabel("epoch")
         ax2.legend(loc="upper right")
-    ax_loss.legend(loc="upper left")
+    if ax_loss.get_legend_handles_labels()[0]:
+        ax_loss.legend(loc="upper left")
     for key, label in (("val_wer", "WER"), ("val_cer", "CER")):
         if key in series:
             xs, ys = zip(*series[key], strict=True)
@@ -113,7 +151,8 @@ def plot_training_curves(metrics_csv: Path, png: Path) -> Path:
     ax_err.set_ylabel("%")
     ax_err.set_ylim(bottom=0)
     ax_err.grid(alpha=0.3)
-    ax_err.legend()
+    if ax_err.get_legend_handles_labels()[0]:
+        ax_err.legend()
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)

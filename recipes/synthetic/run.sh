@@ -17,13 +17,16 @@ seed=0
 data=data/synthetic
 exp=exp/demo
 config=conf/synthetic/demo.yaml
-python=${PYTHON:-python}
+corpus_opts=""
+# The project venv (make setup) unless PYTHON says otherwise.
+python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 extra=()
 
 usage() {
   sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
   echo "options: --stage N --stop-stage N --hours H --jobs N --seed N --data DIR"
-  echo "         --exp DIR --config YAML [-- extra 'asr train' arguments]"
+  echo "         --exp DIR --config YAML --corpus-opts 'OPTIONS FOR THE GENERATOR'"
+  echo "         [-- extra 'asr train' arguments]"
 }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,6 +38,7 @@ while [ $# -gt 0 ]; do
     --data) data=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --config) config=$2; shift 2 ;;
+    --corpus-opts) corpus_opts=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -50,8 +54,9 @@ if run_stage 0; then
     log "stage 0: corpus already in $data/corpus, skipping"
   else
     log "stage 0: generating ${hours} h of speech into $data/corpus"
+    # shellcheck disable=SC2086  # corpus_opts is a list of options
     "$python" tools/make_synthetic_corpus.py "$data/corpus" --hours "$hours" \
-      --jobs "$jobs" --seed "$seed"
+      --jobs "$jobs" --seed "$seed" $corpus_opts
     touch "$data/corpus/.done"
   fi
 fi

@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny real-speech corpus made with espeak-ng (seconds of audio)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SENTENCES = [
+    "the cat sat on the mat",
+    "a quick brown fox jumps",
+    "she sells sea shells",
+    "good morning to you",
+    "the rain falls on the plain",
+    "we went home late",
+]
+
+
+def speak(text: str, voice: str, path: Path) -> None:
+    wav = path.with_suffix(".tmp.wav")
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True)
+    subprocess.run(
+        ["sox", str(wav), "-r", "16000", "-c", "1", str(path)],
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
+    wav.unlink()
+
+
+@pytest.fixture(scope="session")
+def espeak_corpus(tmp_path_factory) -> Path:
+    """LibriSpeech-format ``train/`` (3 voices) and ``dev/`` (1 held-out voice) trees."""
+    if not (shutil.which("espeak-ng") and shutil.which("sox")):
+        pytest.fail("espeak-ng and sox are required (make setup installs them)")
+    root = tmp_path_factory.mktemp("espeak_corpus")
+    splits = {"train": ["en-us", "en-gb", "en-us+f3"], "dev": ["en-gb-scotland"]}
+    for split, voices in splits.items():
+        for s, voice in enumerate(voices):
+            spk = str(100 + s)
+            chapter = root / split / spk / "1"
+            chapter.mkdir(parents=True)
+            lines = []
+            for u, text in enumerate(SENTENCES):
+                uid = f"{spk}-1-{u:04d}"
+                speak(text, voice, chapter / f"{uid}.flac")
+                lines.append(f"{uid} {text.upper()}")
+            (chapter / f"{spk}-1.trans.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def espeak_manifests(espeak_corpus) -> dict[str, Path]:
+    from asr.manifest import librispeech_manifest, write_manifest
+
+    out = {}
+    for split in ("train", "dev"):
+        path = espeak_corpus / f"{split}.jsonl"
+        write_manifest(path, librispeech_manifest(espeak_corpus / split))
+        out[split] = path
+    return out

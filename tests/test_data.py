@@ -1,0 +1,102 @@
+"""Duration-bounded batches, SortaGrad, distributed splits, dataset and collate."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from asr.data import DurationBatchSampler, SpeechDataset, collate
+from asr.manifest import Utterance
+from asr.text import CharTokenizer
+
+DURATIONS = [1.0, 5.0, 2.5, 0.5, 7.0, 3.0, 3.2, 1.1, 6.0, 0.7, 4.4, 2.0]
+
+
+def flatten(batches):
+    return [i for b in batches for i, _ in b]
+
+
+def test_batches_respect_the_seconds_budget_and_cover_everything():
+    sampler = DurationBatchSampler(DURATIONS, max_batch_seconds=8.0, max_batch_size=3)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert sorted(flatten(batches)) == list(range(len(DURATIONS)))
+        for b in batches:
+            idx = [i for i, _ in b]
+            assert len(idx) <= 3
+            assert len(idx) == 1 or len(idx) * max(DURATIONS[i] for i in idx) <= 8.0
+            assert all(e == epoch for _, e in b)
+        assert len(sampler) == len(batches)
+
+
+def test_sortagrad_first_epoch_in_order_then_shuffled_deterministically():
+    sampler = DurationBatchSampler(DURATIONS, max_batch_seconds=6.0, seed=3)
+    first = list(sampler)
+    longest = [max(DURATIONS[i] for i, _ in b) for b in first]
+    assert longest == sorted(longest)
+    sampler.set_epoch(1)
+    second = [[i for i, _ in b] for b in sampler]
+    assert second != [[i for i, _ in b] for b in first]
+    again = DurationBatchSampler(DURATIONS, max_batch_seconds=6.0, seed=3)
+    again.set_epoch(1)
+    assert [[i for i, _ in b] for b in again] == second  # same (seed, epoch): same
+
+
+def test_without_sortagrad_the_first_epoch_is_shuffled():
+    a = DurationBatchSampler(DURATIONS, 6.0, sortagrad=False, seed=1)
+    longest = [max(DURATIONS[i] for i, _ in b) for b in a]
+    assert longest != sorted(longest)
+
+
+def test_distributed_ranks_get_disjoint_equal_shares():
+    world = 3
+    per_rank = []
+    for rank in range(world):
+        s = DurationBatchSampler(DURATIONS, 4.0, num_replicas=world, rank=rank, seed=5)
+        s.set_epoch(2)
+        per_rank.append(list(s))
+    assert len({len(b) for b in per_rank}) == 1
+    seen = [i for batches in per_rank for i in flatten(batches)]
+    assert set(seen) == set(range(len(DURATIONS)))
+    with pytest.raises(ValueError, match="rank 3 is outside 3 replicas"):
+        DurationBatchSampler(DURATIONS, 4.0, num_replicas=3, rank=3)
+
+
+def write_wave(path, seconds: float, sr: int = 16000):
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 220 * t), sr)
+    return str(path)
+
+
+def test_dataset_collate_and_a_bad_file_is_reported_and_skipped(tmp_path, caplog):
+    good = [
+        Utterance(write_wave(tmp_path / "a.wav", 0.5), 0.5, "hello", id="a"),
+        Utterance(write_wave(tmp_path / "b.wav", 1.0), 1.0, "good day", id="b"),
+    ]
+    bad_path = tmp_path / "c.wav"
+    bad_path.write_text("not audio")
+    utts = [*good, Utterance(str(bad_path), 1.0, "gone", id="c")]
+    ds = SpeechDataset(utts, CharTokenizer())
+    with caplog.at_level(logging.WARNING):
+        batch = collate([ds[0], ds[(1, 0)], ds[2]])
+    assert "c.wav" in caplog.text
+    assert batch.ids == ["a", "b"]
+    assert batch.waves.shape == (2, 16000)
+    assert batch.wave_lens.tolist() == [8000, 16000]
+    assert (batch.waves[0, 8000:] == 0).all()
+    tok = CharTokenizer()
+    assert batch.targets[1, : batch.target_lens[1]].tolist() == tok.encode("good day")
+    assert batch.target_lens.tolist() == [5, 8]
+
+
+def test_speed_perturbation_depends_only_on_seed_epoch_and_index(tmp_path):
+    utts = [Utterance(write_wave(tmp_path / "a.wav", 1.0), 1.0, "a", id="a")]
+    ds = SpeechDataset(utts, CharTokenizer(), speed_factors=(0.9, 1.1), seed=4)
+    lengths = {ds[(0, epoch)].wave.numel() for epoch in range(12)}
+    assert lengths == {17778, 14546}  # 16000 / 0.9 and / 1.1, rounded up
+    assert torch.equal(ds[(0, 5)].wave, ds[(0, 5)].wave)
