@@ -31,7 +31,7 @@ def speak(text: str, voice: str, path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def espeak_corpus(tmp_path_factory) -> Path:
-    """LibriSpeech-format ``train/`` (3 voices) and ``dev/`` (1 held-out voice) trees."""
+    """LibriSpeech-format ``train/`` (3 voices) and ``dev/`` (1 held-out voice)."""
     if not (shutil.which("espeak-ng") and shutil.which("sox")):
         pytest.fail("espeak-ng and sox are required (make setup installs them)")
     root = tmp_path_factory.mktemp("espeak_corpus")

@@ -1,4 +1,4 @@
-"""DeepSpeech2: exact output lengths, padding never leaks, presets build, units learn."""
+"""DeepSpeech2: exact output lengths, no leaking padding, presets build, it learns."""
 
 from __future__ import annotations
 
