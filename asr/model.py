@@ -131,6 +131,12 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _conv_frames(lens: Tensor, spec: ConvSpec) -> Tensor:
+    """Frames out of one convolution (half-kernel padding) for ``lens`` frames in."""
+    kt, st = spec.kernel[1], spec.stride[1]
+    return torch.div(lens + 2 * (kt // 2) - kt, st, rounding_mode="floor") + 1
+
+
 def _time_mask(lens: Tensor, T: int) -> Tensor:
     """``(B, T)`` bool, True on valid frames."""
     return torch.arange(T, device=lens.device)[None, :] < lens[:, None]
@@ -233,8 +239,7 @@ class DeepSpeech2(nn.Module):
     def output_lengths(self, lens: Tensor) -> Tensor:
         """Exact frames out of the conv stack for ``lens`` input frames."""
         for spec in self.config.conv:
-            kt, st = spec.kernel[1], spec.stride[1]
-            lens = torch.div(lens + 2 * (kt // 2) - kt, st, rounding_mode="floor") + 1
+            lens = _conv_frames(lens, spec)
         return lens
 
     def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
@@ -255,8 +260,7 @@ class DeepSpeech2(nn.Module):
         ):
             x = x * _time_mask(lens, x.shape[-1])[:, None, None]  # padding is zero
             x = conv(x)
-            kt, st = spec.kernel[1], spec.stride[1]
-            lens = torch.div(lens + 2 * (kt // 2) - kt, st, rounding_mode="floor") + 1
+            lens = _conv_frames(lens, spec)
             x = norm(x, lens).clamp(0.0, self.config.clip)  # clipped ReLU
         B, Ch, Fr, T = x.shape
         x = x.reshape(B, Ch * Fr, T)  # (B, C, F', T) -> (B, C*F', T)
