@@ -298,18 +298,17 @@ class _Problem:
     columns: Tensor  # (B2, S) int64: emission-table column each state reads
     skip: Tensor  # (B2, S) float64: 1 where the s-2 -> s transition is allowed
     meet_index: Tensor  # (B2, S) int64: own state at partner-layout position, S if none
-    n_states: Tensor  # (B2,) int64: S_b = 2 L_b + 1
 
 
 def _sample_classes(
-    padded: Tensor, tg_lens: Tensor, blank: int, C: int, with_order: bool = False
-):
+    padded: Tensor, tg_lens: Tensor, blank: int, C: int
+) -> tuple[Tensor, Tensor]:
     """Each sample's compact class table: its target's classes and the blank, sorted.
 
     Returns:
         ``classes``: ``(B, K)`` int64, ascending; a row with fewer classes repeats its
-        last one (its occupancy there is exactly 0); with ``with_order`` also
-        ``order``: ``(B, C)`` the column of each present class.
+        last one (its occupancy there is exactly 0), and ``order``: ``(B, C)`` the
+        column of each present class.
     """
     B, L = padded.shape
     in_target = torch.arange(L)[None, :] < tg_lens[:, None]
@@ -324,12 +323,17 @@ def _sample_classes(
     classes[bb, order[bb, cc]] = cc
     last = classes.gather(1, (count - 1)[:, None])  # (B, 1)
     classes = torch.where(torch.arange(K)[None, :] < count[:, None], classes, last)
-    return (classes, order) if with_order else classes
+    return classes, order
 
 
 def _build_problem(
-    padded: Tensor, tg_lens: Tensor, blank: int, C: int, device: torch.device
+    padded: Tensor,
+    tg_lens: Tensor,
+    blank: int,
+    table: tuple[Tensor, Tensor],
+    device: torch.device,
 ) -> _Problem:
+    """The stacked problem; ``table`` is :func:`_sample_classes`' output."""
     B, L = padded.shape
     S = 2 * L + 1
     pos = torch.arange(L)
@@ -346,7 +350,7 @@ def _build_problem(
     skip = torch.zeros(2 * B, S, dtype=torch.bool)
     skip[:, 3::2] = labels[:, 3::2] != labels[:, 1:-2:2]  # l'_s != l'_{s-2}, s odd
     skip &= state_ok
-    classes, order = _sample_classes(padded, tg_lens, blank, C, with_order=True)
+    classes, order = table
     K = classes.shape[1]
     compact = order.repeat(2, 1).gather(1, labels)  # (B2, S)
     # Emission columns (see _emission_table): K emits 0 (states past S_b); K+1 is the
@@ -366,7 +370,6 @@ def _build_problem(
         columns=columns.to(device),
         skip=skip.to(device=device, dtype=torch.float64),
         meet_index=meet_index.to(device),
-        n_states=n_states.to(device),
     )
 
 
@@ -606,6 +609,7 @@ def _forward_backward(
     blank: int,
     log_space: bool,
     need_grad: bool,
+    table: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """Loss, class occupancies and an exactness flag for each sample.
 
@@ -619,7 +623,9 @@ def _forward_backward(
     T, B, C = lp.shape
     dev, dt = lp.device, lp.dtype
     min_len = int(in_lens.min())
-    prob = _build_problem(padded, tg_lens, blank, C, dev)
+    if table is None:
+        table = _sample_classes(padded, tg_lens, blank, C)
+    prob = _build_problem(padded, tg_lens, blank, table, dev)
     K = prob.classes.shape[1]
     blank_col = (prob.classes == blank).int().argmax(1)  # (B,) first blank column
     E, m = _emission_table(lp, prob.classes, blank_col, in_lens, log_space)
@@ -777,22 +783,23 @@ def _compute(
     tg_lens: Tensor,
     blank: int,
     need_grad: bool,
-) -> tuple[Tensor, Tensor | None, Tensor]:
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
     """Rescaled computation with per-sample log-space fallback.
 
     Returns:
-        ``(nll (B,), occ (T, B, K) or None, infeasible (B,) bool)``; infeasible
-        samples (and no-frame samples with a non-empty target) have ``nll = inf``.
+        ``(nll (B,), occ (T, B, K) or None, dead (B,) bool, classes (B, K))``:
+        ``dead`` marks infinite losses (infeasible pairs, no frames for a non-empty
+        target); ``occ`` is over the compact ``classes`` of each sample.
     """
     T, B, C = lp.shape
-    K = _sample_classes(padded, tg_lens, blank, C).shape[1]
-    no_frames = T == 0 or B == 0
-    if no_frames:  # P = 1 for empty targets, else 0
+    table = _sample_classes(padded, tg_lens, blank, C)
+    classes = table[0]
+    if T == 0 or B == 0:  # no frames: P = 1 for empty targets, else 0
         nll = torch.where(tg_lens == 0, 0.0, float("inf")).to(lp)
-        occ = lp.new_zeros(T, B, K) if need_grad else None
-        return nll, occ, torch.isinf(nll)
+        occ = lp.new_zeros(T, B, classes.shape[1]) if need_grad else None
+        return nll, occ, torch.isinf(nll), classes
     nll, occ, ok = _forward_backward(
-        lp, padded, in_lens, tg_lens, blank, False, need_grad
+        lp, padded, in_lens, tg_lens, blank, False, need_grad, table
     )
     # A target needs one frame per label plus one between equal neighbours.
     inside = torch.arange(1, max(1, padded.shape[1]))[None, :] < tg_lens[:, None]
@@ -811,14 +818,13 @@ def _compute(
             blank,
             True,
             need_grad,
+            (table[0][idx_cpu], table[1][idx_cpu]),
         )
         nll[redo] = sub_nll.to(nll.dtype)
         if occ is not None:
-            # A sample's compact classes do not depend on its batch-mates.
-            occ[:, redo] = 0.0
-            occ[:, redo, : sub_occ.shape[2]] = sub_occ.to(occ.dtype)
+            occ[:, redo] = sub_occ.to(occ.dtype)
     nll = torch.where(infeasible, float("inf"), nll)
-    return nll, occ, infeasible | torch.isinf(nll)
+    return nll, occ, infeasible | torch.isinf(nll), classes
 
 
 class _CTCFunction(torch.autograd.Function):
@@ -837,12 +843,14 @@ class _CTCFunction(torch.autograd.Function):
         )
         lp = log_probs.detach().to(compute_dtype)
         need_grad = ctx.needs_input_grad[0]
-        nll, occ, dead = _compute(lp, padded, in_lens, tg_lens, blank, need_grad)
+        nll, occ, dead, classes = _compute(
+            lp, padded, in_lens, tg_lens, blank, need_grad
+        )
         if zero_infinity:
             nll = nll.masked_fill(dead, 0.0)
         if need_grad:
             ctx.save_for_backward(log_probs, occ)
-            ctx.classes = _sample_classes(padded, tg_lens, blank, log_probs.shape[2])
+            ctx.classes = classes
             ctx.in_lens = in_lens
             ctx.dead = dead
             ctx.zero_infinity = zero_infinity
