@@ -50,6 +50,15 @@ class Recognizer:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds per output frame: the frontend's hop times the convolutions'
+        time strides (10 ms x 4 = 40 ms for the demo model)."""
+        stride = 1
+        for spec in self.model.config.conv:
+            stride *= spec.stride[1]
+        return self.frontend.hop_length * stride / self.sample_rate
+
     def to(self, device: str | torch.device) -> Recognizer:
         self.frontend.to(device)
         self.model.to(device)

@@ -60,3 +60,48 @@ def espeak_manifests(espeak_corpus) -> dict[str, Path]:
         write_manifest(path, librispeech_manifest(espeak_corpus / split))
         out[split] = path
     return out
+
+
+FIT_STEPS = 150
+FIT_LR = 1e-2
+
+
+@pytest.fixture(scope="session")
+def fitted_checkpoint(espeak_corpus, espeak_manifests, tmp_path_factory) -> Path:
+    """A slim ``model.ckpt`` that has memorized the espeak training sentences.
+
+    A small DeepSpeech2 trained with full-batch AdamW until greedy decoding of the
+    training set is nearly exact, so decoding, transcription and evaluation tests
+    see real words with real timings (not the empty output of an untrained model).
+    """
+    import torch
+
+    from asr.data import SpeechDataset, collate
+    from asr.inference import save_model
+    from asr.manifest import read_manifest
+    from asr.task import ASRTask
+
+    torch.manual_seed(0)
+    task = ASRTask(
+        model_preset="tiny",
+        model={
+            "conv": [{"channels": 8, "kernel": [11, 11], "stride": [2, 2]}],
+            "rnn_layers": 2,
+            "hidden_size": 96,
+        },
+        frontend={"kind": "logmel", "n_mels": 40},
+    )
+    utts = read_manifest(espeak_manifests["train"])
+    data = SpeechDataset(utts, task.tokenizer, 16000)
+    batch = collate([data[(i, 0)] for i in range(len(utts))])
+    opt = torch.optim.AdamW(task.parameters(), lr=FIT_LR)
+    task.train()
+    for _ in range(FIT_STEPS):
+        opt.zero_grad()
+        loss, _, _ = task._loss(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(task.parameters(), 5.0)
+        opt.step()
+    task.eval()
+    path = tmp_path_factory.mktemp("fitted") / "model.ckpt"
+    return save_model(task, path)
