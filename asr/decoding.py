@@ -1,9 +1,9 @@
 """Decoding CTC outputs into words, with times and confidences.
 
-Two decoders share one interface (:class:`Decoder`): ``decode(log_probs, frame_seconds)``
-takes one utterance's ``(T, V)`` log-posteriors as a NumPy array and returns a
-:class:`Hypothesis` -- the text and its words, each with a start and end time in
-seconds and a confidence in [0, 1].
+Two decoders share one interface (:class:`Decoder`):
+``decode(log_probs, frame_seconds)`` takes one utterance's ``(T, V)`` log-posteriors
+as a NumPy array and returns a :class:`Hypothesis` -- the text and its words, each
+with a start and end time in seconds and a confidence in [0, 1].
 
 - :class:`GreedyDecoder`: best path (Graves et al. 2006, sec. 3.2): the most probable
   class per frame, repeats merged, blanks dropped. :func:`greedy_decode` is its batched
