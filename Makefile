@@ -59,8 +59,20 @@ test-fast: setup
 demo: setup
 	PYTHON=$(PY) bash recipes/synthetic/run.sh
 
-bench: setup
+# The decoding bench needs a trained model and its data: `make demo` makes them.
+BENCH_CKPT ?= exp/demo/model.ckpt
+BENCH_MANIFEST ?= data/synthetic/test.jsonl
+BENCH_LM_CORPUS ?= data/synthetic/train.jsonl
+BENCH_STAMP := .venv/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml | $(VENV_STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench: setup $(BENCH_STAMP)
 	$(PY) tools/bench_ctc.py
+	$(PY) tools/bench_decode.py --checkpoint $(BENCH_CKPT) --manifest $(BENCH_MANIFEST) \
+		--lm-corpus $(BENCH_LM_CORPUS)
 
 lint: setup
 	.venv/bin/ruff check asr tests tools
