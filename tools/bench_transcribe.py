@@ -1,0 +1,247 @@
+#!/usr/bin/env python
+"""Benchmark ``asr transcribe``: real-time factor, intra-op threads, peak memory.
+
+Three tables, in markdown:
+
+1. Threads: the same transcription (reading, features, model, greedy decoding) with
+   ``torch.set_num_threads(1)`` and ``(2)``, alternated in one process after a warm-up
+   run; the machine is shared and noisy, so the ratio quoted is the median of the
+   per-round ratios.
+2. Decoders and long audio, in process: greedy; beam search with ``--lm`` (if given
+   and asr.decoding has BeamSearchDecoder); one long file (the inputs' audio joined
+   end to end, ``--long-seconds``) transcribed in windows and in one pass. RTF is
+   compute seconds / audio seconds, "x RT" its inverse.
+3. The command itself, one process per row: wall time (start-up and model loading
+   included) and peak RSS (``ru_maxrss`` of the child).
+
+    python tools/bench_transcribe.py [--checkpoint exp/demo/model.ckpt]
+        [--inputs data/synthetic/test.jsonl] [--limit 100] [--rounds 3]
+        [--lm lm.bin] [--long-seconds 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+# Longer files are not also run in one pass (its memory grows with the length).
+ONE_PASS_LIMIT = 600.0
+sys.path.insert(0, str(ROOT))
+import asr.decoding  # noqa: E402
+from asr.audio import load_audio  # noqa: E402
+from asr.inference import load_model  # noqa: E402
+from asr.transcribe import (  # noqa: E402
+    Source,
+    Transcriber,
+    Transcript,
+    collect_sources,
+    make_decoder,
+)
+
+
+def timed(transcriber: Transcriber, sources: list[Source]) -> tuple[float, float]:
+    """(wall seconds, audio seconds) of one transcription."""
+    start = time.perf_counter()
+    results = transcriber.transcribe(sources)
+    wall = time.perf_counter() - start
+    failed = [r for r in results if not isinstance(r, Transcript)]
+    assert not failed, failed[:3]
+    return wall, sum(r.duration for r in results)
+
+
+def join_audio(sources: list[Source], seconds: float, rate: int, path: Path) -> None:
+    """The sources' audio end to end (repeated if needed) up to ``seconds``."""
+    parts, total = [], 0
+    while total < seconds * rate:
+        for s in sources:
+            x = load_audio(s.path, rate, s.offset, s.duration).numpy()
+            parts.append(x)
+            total += len(x)
+            if total >= seconds * rate:
+                break
+    sf.write(path, np.concatenate(parts)[: int(seconds * rate)], rate)
+
+
+# Runs the command and prints the process's peak RSS. VmHWM belongs to the address
+# space made by exec, whereas ru_maxrss would include the pages the child shared with
+# this (large) parent between fork and exec.
+_CHILD = """\
+import re, sys
+from asr.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as e:  # --help
+    code = e.code
+status = open("/proc/self/status").read()
+print("VmHWM_kB", re.search(r"VmHWM:\\s+(\\d+)", status).group(1), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def child(argv: list[str]) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS MiB, exit status) of ``asr transcribe argv``."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, "transcribe", *argv],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wall = time.perf_counter() - start
+    found = re.search(r"VmHWM_kB (\d+)", proc.stderr)
+    if proc.returncode or not found:
+        print(proc.stderr[-2000:], file=sys.stderr)
+    return wall, int(found.group(1)) / 1024 if found else float("nan"), proc.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--checkpoint", default="exp/demo/model.ckpt")
+    parser.add_argument("--inputs", nargs="+", default=["data/synthetic/test.jsonl"])
+    parser.add_argument("--limit", type=int, default=100, help="first N files only")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--lm", help="KenLM model: adds a beam-search row")
+    parser.add_argument("--long-seconds", type=float, default=300.0)
+    parser.add_argument("--batch-seconds", type=float, default=300.0)
+    args = parser.parse_args()
+
+    sources, failures = collect_sources(args.inputs)
+    if failures:
+        sys.exit(f"cannot read the inputs: {failures[0]}")
+    sources = sources[: args.limit]
+    rec = load_model(args.checkpoint)
+    greedy = Transcriber(
+        rec, make_decoder(rec.tokenizer.vocab), batch_seconds=args.batch_seconds
+    )
+    default_threads = torch.get_num_threads()
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, default intra-op threads "
+        f"{default_threads}, load average {os.getloadavg()[0]:.2f}; "
+        f"{args.checkpoint}, {len(sources)} files of {args.inputs}\n"
+    )
+
+    # 1. threads, alternated
+    timed(greedy, sources)  # warm-up: page cache, allocator, one-time inits
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    ratios = []
+    audio = 0.0
+    for r in range(args.rounds):
+        order = (1, 2) if r % 2 == 0 else (2, 1)
+        for n in order:
+            torch.set_num_threads(n)
+            wall, audio = timed(greedy, sources)
+            walls[n].append(wall)
+        ratios.append(walls[1][-1] / walls[2][-1])
+    print("| intra-op threads | audio s | median wall s | RTF | x real time |")
+    print("|---|---|---|---|---|")
+    for n, w in walls.items():
+        m = statistics.median(w)
+        print(f"| {n} | {audio:.1f} | {m:.2f} | {m / audio:.4f} | {audio / m:.0f} |")
+    ratio = statistics.median(ratios)
+    best = 2 if ratio > 1.0 else 1
+    print(
+        f"\nwall(1 thread) / wall(2 threads): median {ratio:.2f} over "
+        f"{args.rounds} alternating rounds -> {best} thread(s) is faster\n"
+    )
+    torch.set_num_threads(best)
+
+    # 2. decoders and long audio, in process
+    rows = []
+    wall, audio = min(timed(greedy, sources) for _ in range(args.rounds))
+    rows.append(("greedy", audio, wall, greedy.stats))
+    have_beam = hasattr(asr.decoding, "BeamSearchDecoder")
+    if args.lm and have_beam:
+        beam = Transcriber(
+            rec,
+            make_decoder(rec.tokenizer.vocab, args.checkpoint, args.lm),
+            batch_seconds=args.batch_seconds,
+        )
+        wall, audio = timed(beam, sources)
+        rows.append((f"beam search + {Path(args.lm).name}", audio, wall, beam.stats))
+    elif args.lm:
+        print("(asr.decoding has no BeamSearchDecoder: no LM row)\n")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_transcribe."))
+    long_path = tmp / "long.flac"
+    if args.long_seconds > 0:
+        join_audio(sources, args.long_seconds, rec.sample_rate, long_path)
+        long = [Source(str(long_path), "long", "long")]
+        passes = [("windows of 30 s", 30.0)]
+        if args.long_seconds <= ONE_PASS_LIMIT:
+            passes.append(("one pass", 1e9))
+        for label, window in passes:
+            t = Transcriber(
+                rec,
+                make_decoder(rec.tokenizer.vocab),
+                batch_seconds=args.batch_seconds,
+                window_seconds=window,
+            )
+            wall, audio = timed(t, long)
+            rows.append(
+                (f"{args.long_seconds:g} s file, {label}", audio, wall, t.stats)
+            )
+    print(
+        f"| decoding ({best} thread(s)) | audio s | wall s | RTF | x real time "
+        "| model s | decoding s |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for label, audio, wall, stats in rows:
+        print(
+            f"| {label} | {audio:.1f} | {wall:.2f} | {wall / audio:.4f} "
+            f"| {audio / wall:.0f} | {stats['model_seconds']:.2f} "
+            f"| {stats['decode_seconds']:.2f} |"
+        )
+
+    # 3. the command, one process per row
+    paths = [str(Path(a).resolve()) for a in args.inputs]
+    common = ["--checkpoint", str(Path(args.checkpoint).resolve()), "--format", "json"]
+    cli_rows = []
+    if args.limit < 10**9 and len(args.inputs) == 1 and paths[0].endswith(".jsonl"):
+        subset = tmp / "subset.jsonl"
+        with open(paths[0]) as f, open(subset, "w") as out:
+            base = Path(paths[0]).parent
+            for line, _ in zip(f, range(args.limit), strict=False):
+                rec_ = json.loads(line)
+                rec_["audio_filepath"] = str(base / rec_["audio_filepath"])
+                out.write(json.dumps(rec_) + "\n")
+        paths = [str(subset)]
+    out = str(tmp / "out.json")
+    cli_rows.append(("greedy", [*paths, *common, "-o", out]))
+    cli_rows.append(
+        ("greedy, --threads 2", [*paths, *common, "-o", out, "--threads", "2"])
+    )
+    if args.lm and have_beam:
+        cli_rows.append(
+            ("beam search + LM", [*paths, *common, "-o", out, "--lm", args.lm])
+        )
+    if args.long_seconds > 0:
+        long_args = [str(long_path), *common, "-o", out]
+        cli_rows.append((f"{args.long_seconds:g} s file, windows", long_args))
+        if args.long_seconds <= ONE_PASS_LIMIT:
+            one_pass = [*long_args, "--window-seconds", "1e9"]
+            cli_rows.append((f"{args.long_seconds:g} s file, one pass", one_pass))
+    wall, rss, _ = child(["--help"])
+    print("\n| `asr transcribe` process | wall s | peak RSS MiB |")
+    print("|---|---|---|")
+    print(f"| start-up only (`--help`: imports) | {wall:.2f} | {rss:.0f} |")
+    for label, argv in cli_rows:
+        wall, rss, status = child(argv)
+        note = "" if status == 0 else f" (exit {status})"
+        print(f"| {label}{note} | {wall:.2f} | {rss:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
