@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ from asr.text import CharTokenizer
 __all__ = [
     "CheckpointError",
     "Recognizer",
-    "evaluate_manifest",
     "load_model",
     "save_model",
 ]
@@ -135,57 +133,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recogniz
     return rec.to(device)
 
 
-def evaluate_manifest(
-    manifest: str | Path,
-    checkpoint: str | Path,
-    batch_seconds: float = 300.0,
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """Greedy WER/CER of a checkpoint on a manifest, with S/D/I counts and the RTF.
+def __getattr__(name: str) -> Any:
+    # evaluate_manifest moved to asr.evaluate; re-exported lazily (PEP 562) because
+    # asr.evaluate imports this module.
+    if name == "evaluate_manifest":
+        from asr.evaluate import evaluate_manifest
 
-    Unreadable audio is reported (logged with its name) and counted, never dropped
-    silently: its words count as deletions.
-    """
-    from torch.utils.data import DataLoader
-
-    from asr.data import DurationBatchSampler, SpeechDataset, collate
-    from asr.manifest import read_manifest
-    from asr.metrics import error_rates
-
-    rec = load_model(checkpoint, device)
-    utts = read_manifest(manifest)
-    dataset = SpeechDataset(utts, rec.tokenizer, rec.sample_rate)
-    sampler = DurationBatchSampler(
-        [u.duration for u in utts], batch_seconds, shuffle=False
-    )
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
-    hyps: dict[str, str] = {}
-    compute = 0.0
-    for batch in loader:
-        start = time.perf_counter()
-        texts = rec.transcribe_batch(batch.waves, batch.wave_lens)
-        compute += time.perf_counter() - start
-        hyps.update(zip(batch.ids, texts, strict=True))
-    refs = [u.text for u in utts]
-    keys = [u.id or u.audio_filepath for u in utts]
-    failed = [k for k in keys if k not in hyps]
-    words, chars = error_rates(refs, [hyps.get(k, "") for k in keys])
-    seconds = sum(u.duration for u in utts)
-    return {
-        "manifest": str(manifest),
-        "checkpoint": str(checkpoint),
-        "decoder": "greedy",
-        "utterances": len(utts),
-        "failed": failed,
-        "words": words.reference_length,
-        "wer": words.rate,
-        "cer": chars.rate,
-        "substitutions": words.substitutions,
-        "deletions": words.deletions,
-        "insertions": words.insertions,
-        "char_substitutions": chars.substitutions,
-        "char_deletions": chars.deletions,
-        "char_insertions": chars.insertions,
-        "audio_seconds": seconds,
-        "rtf": compute / seconds if seconds else 0.0,
-    }
+        return evaluate_manifest
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,369 @@
+"""Scoring a checkpoint on a manifest: WER/CER, S/D/I counts, confidence intervals,
+real-time factor, and a per-utterance report of aligned errors.
+
+Flow: manifest -> duration-bucketed batches of audio -> the checkpoint's frontend and
+model -> per-utterance ``(T_i, V)`` log-probs -> a :class:`asr.decoding.Decoder`
+(greedy, or beam search + KenLM) -> hypotheses -> :mod:`asr.metrics` against the
+references.
+
+References are scored after :func:`asr.text.normalize` (the form the model is trained
+to write: lower case, no punctuation), so a manifest holding raw LibriSpeech
+transcripts ("HELLO, WORLD") is scored like a normalized one.
+
+Unreadable audio is never dropped: the utterance is listed under ``failed`` with the
+reason, and its reference words count as deletions (the hypothesis is empty), so the
+WER is what a user of the system would have seen.
+
+Real-time factor: seconds of compute over seconds of audio, for the model (frontend +
+network, device-synchronized by the copy of its output to the host) and for the
+decoder separately; ``rtf`` is their sum. Reading and resampling audio is timed
+separately (``load_seconds``) and is not part of the RTF.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from asr.decoding import Decoder
+from asr.metrics import (
+    Alignment,
+    ErrorCounts,
+    align,
+    bootstrap_ci,
+    char_errors,
+)
+
+__all__ = [
+    "Evaluation",
+    "UtteranceResult",
+    "default_report_path",
+    "evaluate",
+    "evaluate_manifest",
+]
+
+
+@dataclass(frozen=True)
+class UtteranceResult:
+    """One scored utterance.
+
+    Attributes:
+        index: position in the manifest.
+        id: the utterance id (or its audio path when it has none).
+        audio_filepath: the audio file.
+        duration: seconds of audio (from the manifest).
+        reference: the normalized reference transcript.
+        hypothesis: the decoded text ("" when the audio was unreadable).
+        alignment: the word alignment of reference and hypothesis.
+        chars: character-level error counts.
+        error: why the audio could not be read, or None.
+    """
+
+    index: int
+    id: str
+    audio_filepath: str
+    duration: float
+    reference: str
+    hypothesis: str
+    alignment: Alignment
+    chars: ErrorCounts
+    error: str | None = None
+
+    @property
+    def words(self) -> ErrorCounts:
+        return self.alignment.counts
+
+
+@dataclass
+class Evaluation:
+    """The results of :func:`evaluate`: per-utterance results and timings.
+
+    ``summary()`` is the machine-readable digest, ``report()`` the text report.
+    """
+
+    manifest: str
+    checkpoint: str
+    decoder: str
+    decoder_settings: dict[str, Any]
+    utterances: list[UtteranceResult]
+    model_seconds: float = 0.0
+    decoding_seconds: float = 0.0
+    load_seconds: float = 0.0
+    resamples: int = 1000
+    seed: int = 0
+    _ci: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
+
+    @property
+    def words(self) -> ErrorCounts:
+        return sum((u.words for u in self.utterances), ErrorCounts())
+
+    @property
+    def chars(self) -> ErrorCounts:
+        return sum((u.chars for u in self.utterances), ErrorCounts())
+
+    @property
+    def failed(self) -> list[UtteranceResult]:
+        return [u for u in self.utterances if u.error is not None]
+
+    @property
+    def audio_seconds(self) -> float:
+        """Seconds of audio decoded (unreadable files excluded)."""
+        return sum(u.duration for u in self.utterances if u.error is None)
+
+    def ci(self, level: str = "words") -> tuple[float, float]:
+        """Bootstrap 95% interval of the word (or ``"chars"``) error rate."""
+        if level not in self._ci:
+            counts = [u.words if level == "words" else u.chars for u in self.utterances]
+            self._ci[level] = bootstrap_ci(
+                [c.errors for c in counts],
+                [c.reference_length for c in counts],
+                resamples=self.resamples,
+                seed=self.seed,
+            )
+        return self._ci[level]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-serializable results; rates are fractions (0.05 = 5%)."""
+        w, c = self.words, self.chars
+        secs = self.audio_seconds
+
+        def rtf(x: float) -> float:
+            return x / secs if secs else 0.0
+
+        return {
+            "manifest": self.manifest,
+            "checkpoint": self.checkpoint,
+            "decoder": self.decoder,
+            "decoder_settings": self.decoder_settings,
+            "utterances": len(self.utterances),
+            "failed": [
+                {"id": u.id, "audio_filepath": u.audio_filepath, "error": u.error}
+                for u in self.failed
+            ],
+            "words": w.reference_length,
+            "wer": _finite(w.rate),
+            "wer_ci": [_finite(x) for x in self.ci("words")],
+            "substitutions": w.substitutions,
+            "deletions": w.deletions,
+            "insertions": w.insertions,
+            "errors": w.errors,
+            "chars": c.reference_length,
+            "cer": _finite(c.rate),
+            "cer_ci": [_finite(x) for x in self.ci("chars")],
+            "char_substitutions": c.substitutions,
+            "char_deletions": c.deletions,
+            "char_insertions": c.insertions,
+            "ci_level": 0.95,
+            "bootstrap_resamples": self.resamples,
+            "audio_seconds": round(secs, 3),
+            "model_seconds": round(self.model_seconds, 4),
+            "decoding_seconds": round(self.decoding_seconds, 4),
+            "load_seconds": round(self.load_seconds, 4),
+            "rtf": rtf(self.model_seconds + self.decoding_seconds),
+            "rtf_model": rtf(self.model_seconds),
+            "rtf_decoding": rtf(self.decoding_seconds),
+        }
+
+    def report(self, order: str = "worst") -> str:
+        """The text report: a summary header, then every utterance's alignment.
+
+        Args:
+            order: ``"worst"`` (highest utterance WER first, then most errors, then
+                manifest order) or ``"manifest"``.
+        """
+        if order not in ("worst", "manifest"):
+            raise ValueError(f"order must be 'worst' or 'manifest', got {order!r}")
+        s = self.summary()
+        lo, hi = s["wer_ci"]
+        settings = ", ".join(
+            f"{k}={v}" for k, v in self.decoder_settings.items() if k != "decoder"
+        )
+        header = [
+            "# asr evaluate: per-utterance alignments",
+            f"# manifest:   {self.manifest}",
+            f"# checkpoint: {self.checkpoint}",
+            f"# decoder:    {self.decoder}" + (f" ({settings})" if settings else ""),
+            f"# utterances: {s['utterances']} ({len(s['failed'])} unreadable, "
+            "scored as deletions)",
+            f"# WER {_pct(s['wer'])} ({s['errors']} / {s['words']} words: "
+            f"S {s['substitutions']}, D {s['deletions']}, I {s['insertions']}; "
+            f"95% CI {_pct(lo)} - {_pct(hi)})",
+            f"# CER {_pct(s['cer'])} ({s['chars']} characters)",
+            f"# RTF {s['rtf']:.4f} (model {s['rtf_model']:.4f}, decoding "
+            f"{s['rtf_decoding']:.4f}) over {s['audio_seconds']:.1f} s of audio",
+            "# Errors in upper case, * for a missing word; OPS: S substitution, "
+            "D deletion, I insertion.",
+            "# Order: "
+            + ("worst utterance WER first" if order == "worst" else "manifest"),
+            "",
+        ]
+        utts = list(self.utterances)
+        if order == "worst":
+            utts.sort(key=lambda u: (-u.words.rate, -u.words.errors, u.index))
+        body: list[str] = []
+        for u in utts:
+            w = u.words
+            status = f"  UNREADABLE: {u.error}" if u.error else ""
+            body.append(
+                f"{u.id}  WER {_pct(w.rate)} (S {w.substitutions}, D {w.deletions}, "
+                f"I {w.insertions} / {w.reference_length} words){status}"
+            )
+            ref, hyp, ops = u.alignment.lines()
+            body += [f"REF: {ref}", f"HYP: {hyp}", f"OPS: {ops}".rstrip(), ""]
+        return "\n".join(header + body)
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no inf/nan: they become null."""
+    return x if math.isfinite(x) else None
+
+
+def _pct(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{100 * x:.2f}%"
+
+
+def default_report_path(
+    checkpoint: str | Path, manifest: str | Path, decoder: str
+) -> Path:
+    """``<checkpoint dir>/<manifest stem>.<decoder>.report.txt``: next to the model
+    the results are about, named by test set and decoder so runs do not collide."""
+    return Path(checkpoint).parent / f"{Path(manifest).stem}.{decoder}.report.txt"
+
+
+def evaluate(
+    manifest: str | Path,
+    checkpoint: str | Path,
+    decoder: Decoder | None = None,
+    batch_seconds: float = 300.0,
+    device: str = "cpu",
+    resamples: int = 1000,
+    seed: int = 0,
+    lm: str | Path | None = None,
+    decoder_settings: dict[str, Any] | None = None,
+) -> Evaluation:
+    """Decode every utterance of a manifest and score it against its reference.
+
+    Args:
+        manifest: a JSON Lines manifest (``audio_filepath``, ``duration``, ``text``).
+        checkpoint: a slim or Lightning checkpoint (:func:`asr.inference.load_model`).
+        decoder: a :class:`asr.decoding.Decoder`; when None, the one
+            :func:`asr.transcribe.make_decoder` builds from ``lm`` and
+            ``decoder_settings`` (as ``asr transcribe`` does: greedy when both
+            are empty; with an LM, the weights tuned for the checkpoint unless
+            given).
+        batch_seconds: seconds of padded audio per model batch.
+        device: where the model runs.
+        resamples: bootstrap draws for the confidence intervals.
+        seed: the bootstrap's seed.
+        lm: a KenLM model for beam search (when ``decoder`` is None).
+        decoder_settings: e.g. ``alpha``, ``beta``, ``beam_width`` (None = default).
+
+    Raises:
+        CheckpointError: the checkpoint cannot be loaded.
+        ManifestError: the manifest cannot be read.
+    """
+    from asr.audio import AudioError, load_audio
+    from asr.data import DurationBatchSampler
+    from asr.inference import load_model
+    from asr.manifest import read_manifest
+    from asr.text import normalize
+    from asr.transcribe import make_decoder
+
+    rec = load_model(checkpoint, device)
+    if decoder is None:
+        decoder = make_decoder(
+            rec.tokenizer.vocab, checkpoint, lm, **(decoder_settings or {})
+        )
+    utts = read_manifest(manifest)
+    sampler = DurationBatchSampler(
+        [u.duration for u in utts], batch_seconds, shuffle=False
+    )
+    hyps: dict[int, str] = {}
+    errors: dict[int, str] = {}
+    model_s = decode_s = load_s = 0.0
+    for batch in sampler:
+        start = time.perf_counter()
+        loaded: list[tuple[int, torch.Tensor]] = []
+        for i, _ in batch:
+            u = utts[i]
+            try:
+                wave = load_audio(
+                    u.audio_filepath,
+                    rec.sample_rate,
+                    offset=u.offset,
+                    duration=u.duration if u.offset else None,
+                )
+            except AudioError as err:
+                errors[i] = err.reason
+                continue
+            loaded.append((i, wave))
+        load_s += time.perf_counter() - start
+        if not loaded:
+            continue
+        waves, wave_lens = _pad([w for _, w in loaded])
+        start = time.perf_counter()
+        log_probs, out_lens = rec.log_probs(waves, wave_lens)  # (T, B, V), (B,)
+        lp = log_probs.transpose(0, 1).float().cpu().numpy()  # -> (B, T, V)
+        per_utt = [lp[b, :n] for b, n in enumerate(out_lens.tolist())]
+        model_s += time.perf_counter() - start
+        start = time.perf_counter()
+        hyp = decoder.decode_batch(per_utt, rec.frame_seconds)
+        decode_s += time.perf_counter() - start
+        for (i, _), h in zip(loaded, hyp, strict=True):
+            hyps[i] = h.text
+    results = []
+    for i, u in enumerate(utts):
+        ref = normalize(u.text)
+        hyp_text = hyps.get(i, "")
+        results.append(
+            UtteranceResult(
+                index=i,
+                id=u.id or u.audio_filepath,
+                audio_filepath=u.audio_filepath,
+                duration=u.duration,
+                reference=ref,
+                hypothesis=hyp_text,
+                alignment=align(ref.split(), hyp_text.split()),
+                chars=char_errors(ref, hyp_text),
+                error=errors.get(i),
+            )
+        )
+    return Evaluation(
+        manifest=str(manifest),
+        checkpoint=str(checkpoint),
+        decoder=decoder.name,
+        decoder_settings=decoder.settings(),
+        utterances=results,
+        model_seconds=model_s,
+        decoding_seconds=decode_s,
+        load_seconds=load_s,
+        resamples=resamples,
+        seed=seed,
+    )
+
+
+def _pad(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``B`` waveforms -> ``(waves (B, N) zero-padded, wave_lens (B,))``."""
+    lens = torch.tensor([w.numel() for w in waves], dtype=torch.int64)
+    out = torch.zeros(len(waves), int(lens.max()))
+    for b, w in enumerate(waves):
+        out[b, : w.numel()] = w
+    return out, lens
+
+
+def evaluate_manifest(
+    manifest: str | Path,
+    checkpoint: str | Path,
+    batch_seconds: float = 300.0,
+    device: str = "cpu",
+    decoder: Decoder | None = None,
+) -> dict[str, Any]:
+    """:func:`evaluate`'s summary: WER/CER with S/D/I counts, CI and RTF, as a dict."""
+    return evaluate(manifest, checkpoint, decoder, batch_seconds, device).summary()

@@ -1,0 +1,309 @@
+"""`asr evaluate` and `asr plot-alignment` on real (espeak) speech, fitted model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jiwer
+import pytest
+
+from asr.cli import main
+from asr.evaluate import Evaluation, UtteranceResult, evaluate
+from asr.manifest import read_manifest
+from asr.metrics import align_words, char_errors
+
+JSON_KEYS = (
+    "wer",
+    "cer",
+    "substitutions",
+    "deletions",
+    "insertions",
+    "words",
+    "utterances",
+    "failed",
+    "wer_ci",
+    "decoder",
+    "decoder_settings",
+    "rtf",
+    "rtf_model",
+    "rtf_decoding",
+    "audio_seconds",
+    "report",
+)
+
+
+@pytest.fixture(scope="module")
+def dev_eval(espeak_manifests, fitted_checkpoint) -> Evaluation:
+    return evaluate(espeak_manifests["dev"], fitted_checkpoint)
+
+
+@pytest.fixture
+def model(fitted_checkpoint, tmp_path) -> Path:
+    """A private copy, so that default report paths land in this test's directory."""
+    return Path(shutil.copy(fitted_checkpoint, tmp_path / "model.ckpt"))
+
+
+def test_training_sentences_are_recognized_exactly(espeak_manifests, fitted_checkpoint):
+    ev = evaluate(espeak_manifests["train"], fitted_checkpoint)
+    s = ev.summary()
+    assert s["utterances"] == 18 and s["failed"] == []
+    assert s["wer"] == 0.0 and s["cer"] == 0.0
+    assert (s["substitutions"], s["deletions"], s["insertions"]) == (0, 0, 0)
+    assert s["wer_ci"] == [0.0, 0.0]
+    for u in ev.utterances:
+        assert u.hypothesis == u.reference
+    assert s["words"] == sum(
+        len(u.text.split()) for u in read_manifest(espeak_manifests["train"])
+    )
+
+
+def test_held_out_voice_counts_agree_with_jiwer(dev_eval):
+    s = dev_eval.summary()
+    assert s["utterances"] == 6 and s["words"] == 29
+    refs = [u.reference for u in dev_eval.utterances]
+    hyps = [u.hypothesis for u in dev_eval.utterances]
+    assert all(hyps), "the fitted model should hear words in the held-out voice"
+    assert s["wer"] > 0, "a held-out voice should make some errors"
+    theirs = jiwer.process_words(refs, [h or "" for h in hyps])
+    assert (s["substitutions"], s["deletions"], s["insertions"]) == (
+        theirs.substitutions,
+        theirs.deletions,
+        theirs.insertions,
+    )
+    assert s["errors"] == s["substitutions"] + s["deletions"] + s["insertions"]
+    assert s["wer"] == pytest.approx(theirs.wer)
+    assert s["wer"] == pytest.approx(s["errors"] / s["words"])
+    assert s["cer"] == pytest.approx(jiwer.cer(refs, hyps))
+    lo, hi = s["wer_ci"]
+    assert lo <= s["wer"] <= hi and lo < hi
+    assert s["rtf"] == pytest.approx(s["rtf_model"] + s["rtf_decoding"])
+    assert s["rtf_model"] > 0 and s["rtf_decoding"] > 0
+    assert s["audio_seconds"] == pytest.approx(
+        sum(u.duration for u in dev_eval.utterances), abs=1e-3
+    )
+
+
+def test_evaluate_json_and_report(espeak_manifests, model, dev_eval, capsys):
+    code = main(
+        ["evaluate", str(espeak_manifests["dev"]), "--checkpoint", str(model), "--json"]
+    )
+    captured = capsys.readouterr()
+    assert code == 0
+    result = json.loads(captured.out)
+    for key in JSON_KEYS:
+        assert key in result, key
+    assert result["decoder"] == "greedy"
+    assert result["wer"] == dev_eval.summary()["wer"]
+    # default report: next to the checkpoint, named by test set and decoder
+    report = model.parent / "dev.greedy.report.txt"
+    assert result["report"] == str(report)
+    assert str(report) in captured.err
+    text = report.read_text()
+    s, d, i = result["substitutions"], result["deletions"], result["insertions"]
+    assert f"S {s}, D {d}, I {i}" in text
+    # every utterance, with its alignment exactly as metrics renders it, worst first
+    wers = []
+    for u in dev_eval.utterances:
+        ref, hyp, ops = align_words(u.reference, u.hypothesis).lines()
+        block = f"REF: {ref}\nHYP: {hyp}\n" + f"OPS: {ops}".rstrip() + "\n"
+        assert block in text, u.id
+        wers.append((text.index(f"{u.id}  WER"), u.words.rate))
+    order = [rate for _, rate in sorted(wers)]
+    assert order == sorted(order, reverse=True)
+
+
+def test_report_marks_a_known_pair(tmp_path):
+    ref, hyp = "the cat sat on the mat", "the bat sat on the mat on"
+    utt = UtteranceResult(
+        index=0,
+        id="utt-1",
+        audio_filepath="utt-1.flac",
+        duration=2.0,
+        reference=ref,
+        hypothesis=hyp,
+        alignment=align_words(ref, hyp),
+        chars=char_errors(ref, hyp),
+    )
+    ok = UtteranceResult(
+        1,
+        "utt-2",
+        "utt-2.flac",
+        1.0,
+        "a b",
+        "a b",
+        align_words("a b", "a b"),
+        char_errors("a b", "a b"),
+    )
+    ev = Evaluation("m.jsonl", "model.ckpt", "greedy", {"decoder": "greedy"}, [ok, utt])
+    text = ev.report()
+    assert (
+        "utt-1  WER 33.33% (S 1, D 0, I 1 / 6 words)\n"
+        "REF: the CAT sat on the mat **\n"
+        "HYP: the BAT sat on the mat ON\n"
+        "OPS:     S                  I\n"
+    ) in text
+    assert text.index("utt-1") < text.index("utt-2")  # worst first
+    assert ev.report("manifest").index("utt-2") < ev.report("manifest").index("utt-1")
+    assert "# WER 25.00% (2 / 8 words: S 1, D 0, I 1;" in text
+
+
+def test_unreadable_audio_is_named_counted_and_the_rest_scored(
+    espeak_manifests, model, dev_eval, tmp_path, capsys
+):
+    lines = espeak_manifests["dev"].read_text().splitlines()
+    base = espeak_manifests["dev"].parent
+    records = [json.loads(line) for line in lines]
+    for r in records:  # absolute paths, as the manifest moves
+        r["audio_filepath"] = str(base / r["audio_filepath"])
+    not_audio = tmp_path / "notes.flac"
+    not_audio.write_text("this is not audio\n")
+    records.append(
+        {
+            "audio_filepath": str(tmp_path / "gone.flac"),
+            "duration": 1.0,
+            "text": "one two three",
+            "id": "gone",
+        }
+    )
+    records.append(
+        {
+            "audio_filepath": str(not_audio),
+            "duration": 1.0,
+            "text": "four five",
+            "id": "junk",
+        }
+    )
+    manifest = tmp_path / "mixed.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    args = ["evaluate", str(manifest), "--checkpoint", str(model), "--json"]
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == 0  # scored; the failures are reported, not fatal (see --strict)
+    result = json.loads(captured.out)
+    assert {f["id"] for f in result["failed"]} == {"gone", "junk"}
+    assert all(f["error"] for f in result["failed"])
+    assert "gone.flac" in captured.err and "notes.flac" in captured.err
+    # the other utterances are scored as without the bad ones; the bad ones' words
+    # are all deletions
+    clean = dev_eval.summary()
+    assert result["utterances"] == 8
+    assert result["words"] == clean["words"] + 5
+    assert result["deletions"] == clean["deletions"] + 5
+    assert result["substitutions"] == clean["substitutions"]
+    assert result["insertions"] == clean["insertions"]
+    assert result["audio_seconds"] == pytest.approx(clean["audio_seconds"])
+    report = Path(result["report"]).read_text()
+    assert "gone  WER 100.00%" in report and "UNREADABLE" in report
+
+    assert main([*args, "--strict", "--no-report"]) == 3
+    assert capsys.readouterr().err.count("unreadable audio") == 2
+
+
+def test_human_readable_summary(espeak_manifests, model, tmp_path, capsys):
+    report = tmp_path / "out" / "r.txt"
+    code = main(
+        [
+            "evaluate",
+            str(espeak_manifests["dev"]),
+            "--checkpoint",
+            str(model),
+            "--report",
+            str(report),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and report.is_file()
+    assert "6 utterances, 29 words, greedy decoding" in out
+    assert "WER " in out and "95% CI" in out and "RTF " in out
+
+
+def test_plot_alignment_writes_a_figure(
+    espeak_manifests, fitted_checkpoint, tmp_path, capsys
+):
+    import matplotlib.image
+
+    utt = read_manifest(espeak_manifests["train"])[0]
+    out = tmp_path / "plots" / "a.png"
+    code = main(
+        [
+            "plot-alignment",
+            utt.audio_filepath,
+            "--checkpoint",
+            str(fitted_checkpoint),
+            "-o",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert utt.text in capsys.readouterr().out  # the words drawn are the right ones
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 20_000
+    height, width = matplotlib.image.imread(out).shape[:2]
+    assert width >= 800 and height >= 700
+
+
+def test_plot_alignment_refuses_a_non_audio_file(fitted_checkpoint, tmp_path, capsys):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really")
+    out = tmp_path / "a.png"
+    code = main(
+        [
+            "plot-alignment",
+            str(bad),
+            "--checkpoint",
+            str(fitted_checkpoint),
+            "-o",
+            str(out),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err and "bad.wav" in err
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def sentences_lm(tmp_path_factory) -> Path:
+    from conftest import SENTENCES
+
+    from asr.lm import build_lm
+
+    root = tmp_path_factory.mktemp("sentences_lm")
+    (root / "corpus.txt").write_text("\n".join(SENTENCES) + "\n")
+    return build_lm(root / "corpus.txt", root / "lm.bin", order=3).path
+
+
+def test_evaluate_with_an_lm_uses_tuned_then_given_settings(
+    espeak_manifests, model, dev_eval, sentences_lm, capsys
+):
+    from asr.decoding import save_decoder_settings
+
+    save_decoder_settings(model, {"alpha": 0.7, "beta": 1.5, "beam_width": 16})
+    dev = str(espeak_manifests["dev"])
+    args = ["evaluate", dev, "--checkpoint", str(model), "--lm", str(sentences_lm)]
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    settings = result["decoder_settings"]
+    assert result["decoder"] == "beam" and settings["lm"] == str(sentences_lm)
+    assert (settings["alpha"], settings["beta"], settings["beam_width"]) == (
+        0.7,
+        1.5,
+        16,
+    )
+    assert result["report"] == str(model.parent / "dev.beam.report.txt")
+    # an LM of exactly these sentences can only help on them
+    assert result["wer"] <= dev_eval.summary()["wer"]
+    assert result["rtf_decoding"] > 0
+
+    assert main([*args, "--alpha", "0.3", "--beam-width", "8", "--json"]) == 0
+    settings = json.loads(capsys.readouterr().out)["decoder_settings"]
+    assert (settings["alpha"], settings["beta"], settings["beam_width"]) == (
+        0.3,
+        1.5,
+        8,
+    )
+
+    assert main([*args[:-1], str(model.parent / "missing.bin")]) == 1
+    assert "missing.bin" in capsys.readouterr().err
