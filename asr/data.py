@@ -142,8 +142,15 @@ class DurationBatchSampler(Sampler[list[tuple[int, int]]]):
     shuffle the batches. Everything derives from ``(seed, epoch)``: the same epoch
     always gives the same batches, which makes a resumed run identical.
 
-    Distributed: the batches are split round-robin over ``num_replicas`` ranks, the
-    list padded by repeating its first batches so every rank gets the same number.
+    Distributed: the batches are split round-robin over ``num_replicas`` ranks, so
+    every rank's i-th batch is about as long as the others' (SortaGrad and length
+    buckets hold per rank), and every rank gets the same number of batches: a rank
+    with one batch fewer would leave the others waiting in the gradient all-reduce
+    forever. In training the list is padded by repeating its first batches (as
+    torch's DistributedSampler does); in evaluation (``shuffle=False``) the largest
+    batches are halved instead until the count divides evenly, so every utterance is
+    scored exactly once and corpus-level WER over all ranks is exact (repeats remain
+    only with fewer utterances than ranks).
     """
 
     def __init__(
@@ -205,6 +212,8 @@ class DurationBatchSampler(Sampler[list[tuple[int, int]]]):
         if not in_order:
             rng.shuffle(batches)
         if self.num_replicas > 1 and batches:
+            if not self.shuffle:
+                batches = _split_until_divisible(batches, self.num_replicas)
             per_rank = math.ceil(len(batches) / self.num_replicas)
             batches = (batches * self.num_replicas)[: per_rank * self.num_replicas]
             batches = batches[self.rank :: self.num_replicas]
@@ -217,3 +226,17 @@ class DurationBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def __len__(self) -> int:
         return len(self._batches())
+
+
+def _split_until_divisible(batches: list[list[int]], parts: int) -> list[list[int]]:
+    """Halve the batch with the most utterances (the first of equals) in place until
+    ``len(batches)`` is a multiple of ``parts`` or no batch can be split. Order is
+    kept, so sorted batches stay sorted."""
+    batches = list(batches)
+    while len(batches) % parts:
+        i = max(range(len(batches)), key=lambda j: (len(batches[j]), -j))
+        if len(batches[i]) < 2:
+            break
+        half = len(batches[i]) // 2
+        batches[i : i + 1] = [batches[i][:half], batches[i][half:]]
+    return batches

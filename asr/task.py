@@ -120,8 +120,11 @@ class ASRTask(L.LightningModule):
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         # Lightning draws from the global generator at moments that differ between a
-        # fresh and a resumed run (data-loader seeds); reseed from (seed, step).
-        torch.manual_seed((self.hparams.seed * 1_000_003 + self.global_step) % 2**63)
+        # fresh and a resumed run (data-loader seeds); reseed from (seed, step), and
+        # the rank: under DDP every rank would otherwise draw the same SpecAugment
+        # masks and dropout patterns (rank 0 keeps the single-process stream).
+        step_seed = self.hparams.seed * 1_000_003 + self.global_step
+        torch.manual_seed((step_seed + self.global_rank * 7_919 * 2**32) % 2**63)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss, _, _ = self._loss(batch)
@@ -134,6 +137,7 @@ class ASRTask(L.LightningModule):
             reduce_fx="sum",
             on_step=False,
             on_epoch=True,
+            sync_dist=True,  # seconds of audio per epoch, summed over the ranks
         )
         return loss
 
@@ -167,8 +171,10 @@ class ASRTask(L.LightningModule):
             counts = self.all_gather(counts).sum(0)
         wer = float(counts[0] / counts[1].clamp(min=1))
         cer = float(counts[2] / counts[3].clamp(min=1))
-        self.log(f"{prefix}_wer", wer, prog_bar=True)
-        self.log(f"{prefix}_cer", cer, prog_bar=True)
+        # Already corpus-level over all ranks (the gathered counts), so the same on
+        # every rank: sync_dist averages equal values (and tells Lightning so).
+        self.log(f"{prefix}_wer", wer, prog_bar=True, sync_dist=True)
+        self.log(f"{prefix}_cer", cer, prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -224,6 +230,14 @@ class ASRTask(L.LightningModule):
             batch_sampler.set_epoch(self.current_epoch)
 
     def on_fit_start(self) -> None:
+        # trainer.sync_batchnorm converts every BatchNorm subclass, our length-masked
+        # one included, into torch's SyncBatchNorm, which takes no lengths.
+        if any(isinstance(m, torch.nn.SyncBatchNorm) for m in self.modules()):
+            raise ValueError(
+                "trainer.sync_batchnorm replaced DeepSpeech2's length-masked batch "
+                "norm with torch's SyncBatchNorm, which ignores padding: set "
+                "trainer.sync_batchnorm: false (statistics are per rank, as in DS2)"
+            )
         n = count_parameters(self.model)
         self.print(f"DeepSpeech2 ({self.hparams.model_preset}): {n:,} parameters")
 

@@ -75,9 +75,12 @@ class _TrainCLI(LightningCLI):
 
     def after_fit(self) -> None:
         trainer, task = self.trainer, self.model
+        # trainer.log_dir broadcasts from rank 0 under DDP: a collective, so every
+        # rank must ask for it before the others leave (else rank 0 waits on a
+        # closed connection).
+        out_dir = Path(trainer.log_dir or trainer.default_root_dir)
         if trainer.global_rank != 0:
             return
-        out_dir = Path(trainer.log_dir or trainer.default_root_dir)
         best = (
             trainer.checkpoint_callback.best_model_path
             if trainer.checkpoint_callback

@@ -67,6 +67,79 @@ def test_distributed_ranks_get_disjoint_equal_shares():
         DurationBatchSampler(DURATIONS, 4.0, num_replicas=3, rank=3)
 
 
+def _ranks(durations, world, epoch, **kwargs):
+    samplers = [
+        DurationBatchSampler(durations, num_replicas=world, rank=r, **kwargs)
+        for r in range(world)
+    ]
+    for s in samplers:
+        s.set_epoch(epoch)
+    return samplers, [list(s) for s in samplers]
+
+
+@pytest.mark.parametrize("world", [2, 3, 4, 8])
+def test_every_rank_gets_the_same_number_of_batches_in_every_epoch(world):
+    """A rank with a batch fewer would hang DDP's all-reduce: check many corpora,
+    training and evaluation, SortaGrad and shuffled epochs, len() and iteration."""
+    rng = np.random.default_rng(world)
+    for trial in range(40):
+        n = int(rng.integers(1, 60))
+        durations = rng.uniform(0.3, 20.0, n).round(2).tolist()
+        budget = float(rng.uniform(5.0, 60.0))
+        for shuffle in (True, False):
+            for epoch in (0, 1, 2):
+                samplers, per_rank = _ranks(
+                    durations,
+                    world,
+                    epoch,
+                    max_batch_seconds=budget,
+                    max_batch_size=int(rng.integers(1, 9)),
+                    shuffle=shuffle,
+                    seed=trial,
+                )
+                counts = {len(b) for b in per_rank} | {len(s) for s in samplers}
+                assert len(counts) == 1, (n, budget, shuffle, epoch, counts)
+                seen = {i for batches in per_rank for i in flatten(batches)}
+                assert seen == set(range(n))
+                assert all(b for batches in per_rank for b in batches)
+
+
+def test_sortagrad_and_buckets_hold_on_every_rank():
+    durations = [0.5 + 0.37 * ((7 * i) % 40) for i in range(40)]
+    _, per_rank = _ranks(durations, 2, 0, max_batch_seconds=12.0, seed=0)
+    # padding, if any, repeats the first batch as rank 1's last: leave it out
+    if per_rank[1][-1] == per_rank[0][0]:
+        per_rank[1] = per_rank[1][:-1]
+        per_rank[0] = per_rank[0][:-1]
+    assert len(per_rank[0]) >= 3
+    for batches in per_rank:  # epoch 0: each rank from shortest to longest
+        longest = [max(durations[i] for i, _ in b) for b in batches]
+        assert longest == sorted(longest)
+    # the ranks' i-th batches are neighbours in length (bucketing across ranks)
+    for a, b in zip(*per_rank, strict=True):
+        la = max(durations[i] for i, _ in a)
+        lb = max(durations[i] for i, _ in b)
+        assert abs(la - lb) <= 1.5, (a, b)
+    # later epochs: the same shuffled order of batches on every rank (same seed)
+    _, one = _ranks(durations, 2, 1, max_batch_seconds=12.0, seed=0)
+    _, again = _ranks(durations, 2, 1, max_batch_seconds=12.0, seed=0)
+    assert one == again
+    assert [flatten(b) for b in one] != [flatten(b) for b in per_rank]
+
+
+def test_evaluation_scores_every_utterance_once_over_the_ranks():
+    """Evaluation splits batches rather than repeating them, so the corpus-level
+    WER gathered over ranks counts each utterance exactly once."""
+    for world in (2, 3, 4):
+        _, per_rank = _ranks(DURATIONS, world, 0, max_batch_seconds=9.0, shuffle=False)
+        assert len({len(b) for b in per_rank}) == 1
+        seen = sorted(i for batches in per_rank for i in flatten(batches))
+        assert seen == list(range(len(DURATIONS)))
+    # fewer utterances than ranks: a repeat is unavoidable, but counts still match
+    _, per_rank = _ranks([1.0, 2.0], 3, 0, max_batch_seconds=9.0, shuffle=False)
+    assert [len(b) for b in per_rank] == [1, 1, 1]
+
+
 def write_wave(path, seconds: float, sr: int = 16000):
     t = np.arange(int(seconds * sr)) / sr
     sf.write(path, 0.3 * np.sin(2 * np.pi * 220 * t), sr)
