@@ -19,14 +19,18 @@ log = logging.getLogger("asr")
 def _user_errors() -> tuple[type[Exception], ...]:
     from asr.audio import AudioError
     from asr.datamodule import InvalidDataError
+    from asr.decoding import DecoderError
     from asr.inference import CheckpointError
+    from asr.lm import LMError
     from asr.manifest import ManifestError
     from asr.text import TextError
 
     return (
         AudioError,
         CheckpointError,
+        DecoderError,
         InvalidDataError,
+        LMError,
         ManifestError,
         TextError,
         FileNotFoundError,
@@ -38,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if argv and argv[0] == "train":
         return _train(argv[1:])
+    if argv[:2] == ["data", "librispeech"]:  # its own parser: asr/librispeech.py
+        from asr.librispeech import main as librispeech_main
+
+        return librispeech_main(argv[2:])
     parser = argparse.ArgumentParser(
         prog="asr",
         description="DeepSpeech2 speech recognition: train, transcribe, score.",
@@ -48,17 +56,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="train a model: asr train --config conf/....yaml [--key value ...]",
         add_help=False,
     )
+    p = sub.add_parser("data", help="corpora: asr data librispeech --help")
+    p.add_argument("corpus", choices=["librispeech"])
 
     p = sub.add_parser("manifest", help="JSON Lines manifest from a LibriSpeech tree")
     p.add_argument("tree", type=Path, help="directory holding SPK/CHAPTER/*.flac")
     p.add_argument("-o", "--output", type=Path, required=True)
 
-    p = sub.add_parser("evaluate", help="WER and CER of a model on a manifest")
+    _add_transcribe_parser(sub)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="WER and CER of a model on a manifest",
+        description="WER/CER with S/D/I counts, a bootstrap 95% CI and the "
+        "real-time factor; a per-utterance report of aligned errors is written "
+        "(default: <checkpoint dir>/<manifest stem>.<decoder>.report.txt).",
+        epilog="Unreadable audio is named on stderr, listed under 'failed' and "
+        "scored as all deletions; the exit status stays 0 unless --strict. "
+        "Exit status: 0 scored, 1 user error, 3 --strict and some audio unreadable.",
+    )
     p.add_argument("manifest", type=Path)
     p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--lm", type=Path, help="KenLM model for beam search")
+    p.add_argument("--alpha", type=float, help="LM weight (beam search)")
+    p.add_argument("--beta", type=float, help="word insertion bonus (beam search)")
+    p.add_argument("--beam-width", type=int, help="beam width (beam search)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--report", type=Path, help="where to write the report")
+    p.add_argument("--no-report", action="store_true", help="write no report")
+    p.add_argument(
+        "--order",
+        choices=("worst", "manifest"),
+        default="worst",
+        help="utterance order in the report (default: worst WER first)",
+    )
+    p.add_argument("--bootstrap", type=int, default=1000, help="CI resamples")
+    p.add_argument(
+        "--strict", action="store_true", help="exit 3 if any audio is unreadable"
+    )
     p.add_argument("--batch-seconds", type=float, default=300.0)
     p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser(
+        "plot-alignment",
+        help="features, character posteriors and word spans of one file, as an image",
+    )
+    p.add_argument("audio", type=Path)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("-o", "--output", type=Path, required=True, help="e.g. a.png")
+    p.add_argument("--device", default="cpu")
+
+    _add_lm_parser(sub)
 
     p = sub.add_parser("model-info", help="parameter counts of the model presets")
 
@@ -66,8 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "manifest":
             return _manifest(args)
+        if args.command == "transcribe":
+            return _transcribe(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "plot-alignment":
+            return _plot_alignment(args)
+        if args.command == "lm":
+            return _lm_build(args) if args.lm_command == "build" else _lm_tune(args)
         if args.command == "model-info":
             return _model_info()
     except _user_errors() as err:
@@ -100,22 +154,172 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from asr.inference import evaluate_manifest
+    from asr.evaluate import default_report_path, evaluate
 
     start = time.perf_counter()
-    result = evaluate_manifest(
-        args.manifest, args.checkpoint, args.batch_seconds, args.device
+    ev = evaluate(
+        args.manifest,
+        args.checkpoint,
+        batch_seconds=args.batch_seconds,
+        device=args.device,
+        resamples=args.bootstrap,
+        lm=args.lm,
+        decoder_settings={
+            "alpha": args.alpha,
+            "beta": args.beta,
+            "beam_width": args.beam_width,
+        },
     )
-    result["wall_seconds"] = time.perf_counter() - start
+    result = ev.summary()
+    result["wall_seconds"] = round(time.perf_counter() - start, 3)
+    for u in ev.failed:
+        print(
+            f"asr evaluate: unreadable audio {u.audio_filepath} ({u.id}): {u.error}; "
+            f"scored as {u.words.deletions} deletions",
+            file=sys.stderr,
+        )
+    result["report"] = None
+    if not args.no_report:
+        report = args.report or default_report_path(
+            args.checkpoint, args.manifest, ev.decoder
+        )
+        try:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(ev.report(args.order) + "\n")
+        except OSError as err:
+            print(
+                f"asr evaluate: warning: cannot write the report to {report} "
+                f"({err.strerror or err}); choose a place with --report",
+                file=sys.stderr,
+            )
+        else:
+            result["report"] = str(report)
+            print(f"asr evaluate: per-utterance report in {report}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        pct = _percent
+        lo, hi = result["wer_ci"]
+        unreadable = f" ({len(ev.failed)} unreadable)" if ev.failed else ""
         print(
-            f"{args.manifest}: {result['utterances']} utterances, "
-            f"{result['words']} words: WER {100 * result['wer']:.2f}% "
-            f"(S {result['substitutions']}, D {result['deletions']}, "
-            f"I {result['insertions']}), CER {100 * result['cer']:.2f}%"
+            f"{args.manifest}: {result['utterances']} utterances{unreadable}, "
+            f"{result['words']} words, {ev.decoder} decoding\n"
+            f"WER {pct(result['wer'])} (S {result['substitutions']}, "
+            f"D {result['deletions']}, I {result['insertions']}; "
+            f"95% CI {pct(lo)} - {pct(hi)}), CER {pct(result['cer'])}\n"
+            f"RTF {result['rtf']:.4f} (model {result['rtf_model']:.4f}, decoding "
+            f"{result['rtf_decoding']:.4f}) on {result['audio_seconds']:.1f} s of audio"
         )
+    return 3 if args.strict and ev.failed else 0
+
+
+def _percent(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _plot_alignment(args: argparse.Namespace) -> int:
+    from asr.plots import plot_alignment
+
+    hyp = plot_alignment(args.audio, args.checkpoint, args.output, args.device)
+    print(f"{args.output}: {args.audio}: {hyp.text}")
+    return 0
+
+
+def _add_lm_parser(sub: argparse._SubParsersAction) -> None:
+    lm = sub.add_parser("lm", help="KenLM language models: build, tune weights")
+    lm_sub = lm.add_subparsers(dest="lm_command", required=True)
+    p = lm_sub.add_parser(
+        "build",
+        help="n-gram LM from a text corpus (normalized like the transcripts)",
+        description="Normalize CORPUS (one sentence per line; .gz read as is) like "
+        "the training transcripts, estimate a Kneser-Ney model with KenLM's lmplz "
+        "and binarize it (or keep the ARPA text when OUTPUT ends in .arpa). The "
+        "unigram list pyctcdecode needs is written beside it as "
+        "OUTPUT.unigrams.txt. Lines with characters outside the vocabulary are "
+        "skipped and counted.",
+    )
+    p.add_argument("corpus", type=Path, help="text file, one sentence per line")
+    p.add_argument("-o", "--output", type=Path, required=True, help="e.g. lm.bin")
+    p.add_argument("--order", type=int, default=4, help="n-gram order (default: 4)")
+    p.add_argument("--memory", default="1G", help="lmplz -S (default: 1G)")
+    p.add_argument("--tmp-dir", type=Path, help="lmplz's temporary files")
+    p.add_argument(
+        "--discount-fallback",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="lmplz --discount_fallback (default: for small corpora, or on retry)",
+    )
+    p.add_argument("--binary-type", choices=("probing", "trie"), default="probing")
+
+    p = lm_sub.add_parser(
+        "tune",
+        help="LM weight and word bonus by WER on a dev manifest",
+        description="Run the model once over MANIFEST, then beam-search its cached "
+        "outputs with the LM for each (alpha, beta) of a grid (or --random N "
+        "samples in the grid's ranges); print a table and write the best settings "
+        "to decoder.json beside the checkpoint, where `asr transcribe` and `asr "
+        "evaluate` find them when given --lm.",
+    )
+    p.add_argument("manifest", type=Path)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--lm", type=Path, required=True)
+    p.add_argument("--alphas", type=float, nargs="+", help="LM weights to try")
+    p.add_argument("--betas", type=float, nargs="+", help="word bonuses to try")
+    p.add_argument("--random", type=int, metavar="N", help="N random trials")
+    p.add_argument("--seed", type=int, default=0, help="random search seed")
+    p.add_argument("--beam-width", type=int, help="beam width while tuning")
+    p.add_argument("--workers", type=int, help="decoding processes (default: CPUs)")
+    p.add_argument("--cache", type=Path, help="log-probs .npz cache (reused)")
+    p.add_argument("--no-save", action="store_true", help="do not write decoder.json")
+    p.add_argument("--json", action="store_true", help="print a JSON result")
+    p.add_argument("--batch-seconds", type=float, default=300.0)
+    p.add_argument("--device", default="cpu")
+
+
+def _lm_build(args: argparse.Namespace) -> int:
+    from asr.lm import build_lm
+
+    result = build_lm(
+        args.corpus,
+        args.output,
+        order=args.order,
+        memory=args.memory,
+        tmp_dir=args.tmp_dir,
+        discount_fallback=args.discount_fallback,
+        binary_type=args.binary_type,
+    )
+    print(result.summary())
+    return 0
+
+
+def _lm_tune(args: argparse.Namespace) -> int:
+    from asr.decoding import save_decoder_settings
+    from asr.lm import format_tune_table, manifest_log_probs, tune_lm_weights
+
+    data = manifest_log_probs(
+        args.manifest, args.checkpoint, args.batch_seconds, args.device, args.cache
+    )
+    settings = {"beam_width": args.beam_width, "workers": args.workers}
+    result = tune_lm_weights(
+        data,
+        args.lm,
+        alphas=args.alphas,
+        betas=args.betas,
+        random_trials=args.random,
+        seed=args.seed,
+        manifest=str(args.manifest),
+        **{k: v for k, v in settings.items() if v is not None},
+    )
+    out = result.to_dict()
+    out["saved"] = None
+    if not args.no_save:
+        out["saved"] = str(save_decoder_settings(args.checkpoint, result.settings))
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_tune_table(result))
+        if out["saved"]:
+            print(f"wrote {out['saved']}")
     return 0
 
 
@@ -127,6 +331,165 @@ def _model_info() -> int:
             ModelConfig.from_dict({**ModelConfig().to_dict(), **preset})
         )
         print(f"{name:12s} {count_parameters(model):>12,} parameters")
+    return 0
+
+
+_TRANSCRIBE_EPILOG = """\
+Output: text (one input: its text; several: NAME<TAB>TEXT per line), json (one
+document: model, decoder settings, results with word times and confidences, failed
+inputs), srt / vtt (subtitles; one recording per file, so several inputs need
+-o DIR), ctm (NIST: utterance channel start duration word confidence). -o FILE
+writes everything to one file, -o DIR/ (an existing directory, or a trailing /)
+one file per input named after it; files are written atomically. Times are seconds
+from the start of each file. Files longer than --window-seconds are read in blocks
+and transcribed in overlapping windows with bounded memory. An unreadable input is
+named on stderr and the others are still transcribed; exit status 1 if any input
+failed, else 0."""
+
+
+def _add_transcribe_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "transcribe",
+        help="words with times from audio files, directories or manifests",
+        description="Transcribe audio (any format libsndfile reads, any sample "
+        "rate and channels) with a checkpoint; greedy decoding, or beam search "
+        "with --lm / --beam-width.",
+        epilog=_TRANSCRIBE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="PATH",
+        help="audio files, directories (searched recursively) or .jsonl manifests",
+    )
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--lm", type=Path, help="KenLM model for beam search")
+    p.add_argument("--alpha", type=float, help="LM weight (beam search)")
+    p.add_argument("--beta", type=float, help="word insertion bonus (beam search)")
+    p.add_argument("--beam-width", type=int, help="beam width (beam search)")
+    p.add_argument(
+        "--format",
+        choices=("text", "json", "srt", "vtt", "ctm"),
+        default="text",
+        help="output format (default: text)",
+    )
+    p.add_argument("-o", "--output", help="output file, or directory (see below)")
+    p.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=300.0,
+        help="padded seconds of audio per model batch (default: 300)",
+    )
+    p.add_argument(
+        "--window-seconds",
+        type=float,
+        default=30.0,
+        help="longer files are transcribed in windows this long (default: 30)",
+    )
+    p.add_argument(
+        "--overlap-seconds",
+        type=float,
+        default=5.0,
+        help="overlap of consecutive windows (default: 5)",
+    )
+    p.add_argument("--device", default="cpu", help="e.g. cpu, cuda, cuda:1")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op CPU threads (default: 1, measured fastest for the demo "
+        "model on 2 shared cores; more can help a large model on many idle cores)",
+    )
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    import torch
+
+    from asr.formats import OutputError, output_plan, write_results
+    from asr.inference import load_model
+    from asr.transcribe import (
+        DEFAULT_THREADS,
+        DecoderUnavailable,
+        Transcriber,
+        Transcript,
+        collect_sources,
+        make_decoder,
+        model_summary,
+    )
+
+    def report(failure: object) -> None:
+        print(f"asr transcribe: error: {failure}", file=sys.stderr, flush=True)
+
+    errors: tuple[type[Exception], ...] = (OutputError, DecoderUnavailable)
+    try:
+        from asr.decoding import DecoderError
+        from asr.lm import LMError
+
+        errors += (DecoderError, LMError)
+    except ImportError:
+        pass
+    try:
+        sources, failed_inputs = collect_sources(args.inputs)
+        n_inputs = len(sources) + len(failed_inputs)
+        output_plan(args.format, n_inputs, args.output)  # refuse before any work
+        for failure in failed_inputs:
+            report(failure)
+        threads = DEFAULT_THREADS if args.threads is None else args.threads
+        if threads < 1:
+            raise OutputError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+        recognizer = load_model(args.checkpoint, args.device)
+        decoder = make_decoder(
+            recognizer.tokenizer.vocab,
+            args.checkpoint,
+            args.lm,
+            alpha=args.alpha,
+            beta=args.beta,
+            beam_width=args.beam_width,
+        )
+        try:
+            transcriber = Transcriber(
+                recognizer,
+                decoder,
+                batch_seconds=args.batch_seconds,
+                window_seconds=args.window_seconds,
+                overlap_seconds=args.overlap_seconds,
+            )
+        except ValueError as err:
+            raise OutputError(str(err)) from None
+        results = transcriber.transcribe(
+            sources, on_failure=report, progress=sys.stderr
+        )
+        close = getattr(decoder, "close", None)
+        if close is not None:
+            close()
+        header = {
+            "model": model_summary(recognizer, args.checkpoint),
+            "decoder": transcriber.settings(),
+        }
+        written = write_results(
+            [*results, *failed_inputs], args.format, args.output, header, n_inputs
+        )
+    except errors as err:
+        print(f"asr transcribe: error: {err}", file=sys.stderr)
+        return 1
+    if isinstance(written, str):
+        sys.stdout.write(written)
+        sys.stdout.flush()
+    elif len(written) == 1:
+        print(f"asr transcribe: wrote {written[0]}", file=sys.stderr)
+    elif written:
+        print(
+            f"asr transcribe: wrote {len(written)} files to {args.output}",
+            file=sys.stderr,
+        )
+    n_failed = len(failed_inputs) + sum(not isinstance(r, Transcript) for r in results)
+    if n_failed:
+        print(
+            f"asr transcribe: {n_failed} of {n_inputs} inputs failed (named above)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -22,7 +22,7 @@ def speak(text: str, voice: str, path: Path) -> None:
     wav = path.with_suffix(".tmp.wav")
     subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True)
     subprocess.run(
-        ["sox", str(wav), "-r", "16000", "-c", "1", str(path)],
+        ["sox", "-D", str(wav), "-r", "16000", "-c", "1", str(path)],
         check=True,
         stderr=subprocess.DEVNULL,
     )
