@@ -58,7 +58,16 @@ def test_synthetic_recipe_end_to_end(tmp_path):
         assert lines
         first = json.loads(lines[0])
         assert (data / first["audio_filepath"]).is_file()
-    # stage 2: a trained, exported model, curves, and a loss that fell
+    # stage 2: a language model from the training text, with its unigram list
+    assert (data / "lm.bin").stat().st_size > 0
+    unigrams = (data / "lm.bin.unigrams.txt").read_text().split()
+    train_words = {
+        w
+        for line in (data / "train.jsonl").read_text().splitlines()
+        for w in json.loads(line)["text"].split()
+    }
+    assert set(unigrams) == train_words
+    # stage 3: a trained, exported model, curves, and a loss that fell
     assert (exp / "model.ckpt").is_file()
     assert (exp / "logs" / "training_curves.png").is_file()
     with open(exp / "logs" / "metrics.csv", newline="") as f:
@@ -66,10 +75,15 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     assert len(losses) >= 4
     head, tail = losses[: len(losses) // 3], losses[-(len(losses) // 3) :]
     assert sum(tail) / len(tail) < sum(head) / len(head), losses
-    # stage 3: test results on held-out voices
-    result = json.loads((exp / "test_results.json").read_text())
-    assert result["utterances"] > 0 and 0 <= result["cer"]
+    # stage 4: tuned LM weights beside the model
+    tuned = json.loads((exp / "decoder.json").read_text())
+    assert {"alpha", "beta"} <= set(tuned)
+    # stage 5: test results on held-out voices, greedy and with the LM
+    for name in ("test_results.json", "test_results_lm.json"):
+        result = json.loads((exp / name).read_text())
+        assert result["utterances"] > 0 and 0 <= result["cer"]
     assert "test (held-out voices), greedy: WER" in out
+    assert "test (held-out voices), with LM: WER" in out
     # a second run skips every finished stage and evaluates again
     again = run_recipe(data, exp)
-    assert again.count("skipping") == 3
+    assert again.count("skipping") == 5

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The offline recipe: generate an English corpus with text-to-speech voices, build
-# manifests, train DeepSpeech2, evaluate on held-out voices. Stages are numbered,
-# idempotent (a .done marker each) and can be run alone with --stage/--stop-stage.
+# manifests and a language model (train text only), train DeepSpeech2, tune the LM
+# weights on dev, evaluate on held-out voices greedy and with the LM. Stages are
+# numbered, idempotent (a .done marker each) and can be run alone with
+# --stage/--stop-stage:
+#   0 generate  1 manifests  2 language model  3 train  4 tune LM weights  5 evaluate
 #
 #   bash recipes/synthetic/run.sh                     # the demo size (~15 min, 2 CPUs)
 #   bash recipes/synthetic/run.sh --hours 0.01 --config conf/synthetic/toy.yaml
@@ -10,8 +13,9 @@
 set -euo pipefail
 
 stage=0
-stop_stage=3
-hours=2.0
+stop_stage=5
+hours=6.0
+lm_order=4
 jobs=2
 seed=0
 data=data/synthetic
@@ -23,9 +27,10 @@ python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo pyt
 extra=()
 
 usage() {
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
   echo "options: --stage N --stop-stage N --hours H --jobs N --seed N --data DIR"
   echo "         --exp DIR --config YAML --corpus-opts 'OPTIONS FOR THE GENERATOR'"
+  echo "         --lm-order N (default $lm_order)"
   echo "         [-- extra 'asr train' arguments]"
 }
 while [ $# -gt 0 ]; do
@@ -39,6 +44,7 @@ while [ $# -gt 0 ]; do
     --exp) exp=$2; shift 2 ;;
     --config) config=$2; shift 2 ;;
     --corpus-opts) corpus_opts=$2; shift 2 ;;
+    --lm-order) lm_order=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -74,16 +80,31 @@ if run_stage 1; then
 fi
 
 if run_stage 2; then
+  if [ -f "$data/.lm.done" ]; then
+    log "stage 2: language model already in $data/lm.bin, skipping"
+  else
+    # Train-split transcripts only: no dev or test sentence reaches the LM.
+    log "stage 2: $lm_order-gram LM from $data/train.jsonl -> $data/lm.bin"
+    "$python" -c 'import json, sys
+with open(sys.argv[2], "w") as out:
+    for line in open(sys.argv[1]):
+        out.write(json.loads(line)["text"] + "\n")' "$data/train.jsonl" "$data/lm_text.txt"
+    "$python" -m asr lm build "$data/lm_text.txt" -o "$data/lm.bin" --order "$lm_order"
+    touch "$data/.lm.done"
+  fi
+fi
+
+if run_stage 3; then
   if [ -f "$exp/.train.done" ]; then
-    log "stage 2: model already trained in $exp, skipping"
+    log "stage 3: model already trained in $exp, skipping"
   else
     resume=()
     last=$(ls "$exp"/logs/checkpoints/last.ckpt 2>/dev/null || true)
     if [ -n "$last" ]; then
-      log "stage 2: resuming from $last"
+      log "stage 3: resuming from $last"
       resume=(--ckpt_path "$last")
     fi
-    log "stage 2: training with $config, logs and checkpoints in $exp"
+    log "stage 3: training with $config, logs and checkpoints in $exp"
     "$python" -m asr train --config "$config" \
       --data.train_manifest "$data/train.jsonl" --data.val_manifest "$data/dev.jsonl" \
       --trainer.default_root_dir "$exp" --trainer.logger.init_args.save_dir "$exp" \
@@ -92,15 +113,29 @@ if run_stage 2; then
   fi
 fi
 
-if run_stage 3; then
-  log "stage 3: evaluating $exp/model.ckpt on held-out voices ($data/test.jsonl)"
+if run_stage 4; then
+  if [ -f "$exp/.tune.done" ]; then
+    log "stage 4: LM weights already tuned ($exp/decoder.json), skipping"
+  else
+    log "stage 4: tuning LM weight and word bonus on $data/dev.jsonl"
+    "$python" -m asr lm tune "$data/dev.jsonl" --checkpoint "$exp/model.ckpt" \
+      --lm "$data/lm.bin" --beam-width 16
+    touch "$exp/.tune.done"
+  fi
+fi
+
+if run_stage 5; then
+  log "stage 5: evaluating $exp/model.ckpt on held-out voices ($data/test.jsonl)"
   "$python" -m asr evaluate "$data/test.jsonl" --checkpoint "$exp/model.ckpt" --json \
     > "$exp/test_results.json"
-  "$python" - "$exp/test_results.json" <<'PY'
+  "$python" -m asr evaluate "$data/test.jsonl" --checkpoint "$exp/model.ckpt" --json \
+    --lm "$data/lm.bin" > "$exp/test_results_lm.json"
+  "$python" - "$exp/test_results.json" "$exp/test_results_lm.json" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
-print(f"test (held-out voices), greedy: WER {100 * r['wer']:.1f}%  CER {100 * r['cer']:.1f}%"
-      f"  ({r['utterances']} utterances, {r['words']} words)")
+for path, name in zip(sys.argv[1:], ("greedy", "with LM")):
+    r = json.load(open(path))
+    print(f"test (held-out voices), {name}: WER {100 * r['wer']:.1f}%  "
+          f"CER {100 * r['cer']:.1f}%  ({r['utterances']} utterances, {r['words']} words)")
 PY
-  log "stage 3: results in $exp/test_results.json"
+  log "stage 5: results in $exp/test_results.json and $exp/test_results_lm.json"
 fi
