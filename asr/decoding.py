@@ -582,11 +582,13 @@ def _search_frames(
     ``counts[_C_FRAME]`` on, compiled by numba; :class:`_PrefixSearch` drives it
     and documents the correspondence.
 
-    Returns ``_DONE`` after the last frame; ``_GROW_*`` before a frame that might
-    overflow a table; ``_NEED_WORDS`` when a space this frame finishes partial
-    words into texts whose LM score is needed and unknown: it has made the texts
-    (``texts``) and their prefixes and listed them in ``needs``; Python fills their
-    ``text_vals`` and calls again, and the frame is computed afresh.
+    Returns ``_DONE`` after the last frame; ``_GROW_*`` when a table might
+    overflow this frame (Python grows it and calls again: the frame starts over);
+    ``_NEED_WORDS`` when a space this frame finishes partial words into texts
+    whose score is needed and unknown: it has made the texts (``texts``) and their
+    prefixes and listed them in ``needs``; Python fills their ``text_vals`` and
+    calls again, and the frame goes on from its entries, kept in the scratch arrays
+    (``e_*``; ``counts[_C_ENTRIES]`` of them).
     """
     V = logits.shape[1]
     NL = V + 1
@@ -617,6 +619,7 @@ def _search_frames(
                 if e_key[e] >= 0 and e_total[e] > best:
                     best = e_total[e]
             floor = best + beam_prune_logp
+            pending = 0
         else:
             # Room for this frame's worst case.
             if counts[_C_PREFIXES] + (n_classes + 1) * n_beams > prefixes.shape[0]:
@@ -735,132 +738,127 @@ def _search_frames(
                 if total > best:
                     best = total
             floor = best + beam_prune_logp
-            if n_provisional > 0:
-                # Texts the space finishes. _LAZY: an entry whose total cannot reach
-                # the others' floor, or the beam_width-th best of the others, is pruned
-                # whatever its LM score (then the others set the floor and fill the
-                # beam): the text's score is at most the text before's plus beta, and
-                # for a word outside the unigrams plus beta_unknown (alpha x
-                # unk_score_offset in natural log + beta), as the LM's log-prob is <= 0
-                # and alpha >= 0, unk_score_offset <= 0 (float rounding is monotonic).
-                # The rest must be scored.
-                cut = floor
-                if mode == _LAZY:
-                    n_known = 0
-                    for e in range(n_entries):
-                        if e_key[e] >= 0 and e_total[e] >= floor:
-                            e_made[n_entries + n_known] = e
-                            n_known += 1
-                    if n_known >= beam_width:
-                        known = e_total[e_made[n_entries : n_entries + n_known]]
-                        kth = np.partition(known, n_known - beam_width)[
-                            n_known - beam_width
-                        ]
-                        cut = max(cut, kth)
-                n_chars = 0
-                for e in range(n_entries):
-                    key = e_key[e]
-                    if key < 0:
-                        q = -1 - key
-                        node = prefixes[q, _P_NODE]
-                        gain = beta if node >= 0 and lm_words[node] else beta_unknown
-                        bound = e_score[e] + (text_vals[prefixes[q, _P_TID]] + gain)
-                        if mode != _LAZY or bound >= cut:
-                            if prefixes[q, _P_NODE] < 0:
-                                n_chars += prefixes[q, _P_LEN]
-                if mode != _SELF and n_chars > need_chars.shape[0]:
-                    return _GROW_CHARS
-                n_needs = 0
-                n_chars = 0
-                for e in range(n_entries):
-                    key = e_key[e]
-                    if key >= 0:
-                        continue
+            pending = n_provisional
+        # Drop those beam_prune_logp below the best, keep the best beam_width: a
+        # stable sort by total, best first (heapq.nlargest's order), of the kept
+        # entries in e_made[n_entries:] (bottom-up merge sort, no allocation).
+        a = n_entries
+        while True:
+            n_kept = 0
+            for e in range(n_entries):
+                if e_key[e] >= 0 and e_total[e] >= floor:
+                    e_made[a + n_kept] = e  # kept entries, in order
+                    n_kept += 1
+            z = a + n_kept
+            width = 1
+            while width < n_kept:
+                for lo in range(0, n_kept, 2 * width):
+                    i = lo
+                    mid = min(lo + width, n_kept)
+                    j = mid
+                    hi = min(lo + 2 * width, n_kept)
+                    for k in range(lo, hi):
+                        if j >= hi or (
+                            i < mid and e_total[e_made[a + i]] >= e_total[e_made[a + j]]
+                        ):
+                            e_made[z + k] = e_made[a + i]
+                            i += 1
+                        else:
+                            e_made[z + k] = e_made[a + j]
+                            j += 1
+                for k in range(n_kept):
+                    e_made[a + k] = e_made[z + k]
+                width *= 2
+            if pending == 0:
+                break
+            pending = 0
+            # Texts the space finishes (provisional entries). _LAZY: an entry whose
+            # total cannot reach the others' floor, or the beam_width-th best of the
+            # others, is pruned whatever its LM score (then the others set the floor
+            # and fill the beam, and their order stands): the text's score is at
+            # most the text before's plus beta, and for a word outside the unigrams
+            # plus beta_unknown (alpha x unk_score_offset in natural log + beta), as
+            # the LM's log-prob is <= 0, alpha >= 0, unk_score_offset <= 0 (float
+            # rounding is monotonic). The rest must be scored.
+            cut = floor
+            if mode == _LAZY and n_kept >= beam_width:
+                cut = max(cut, e_total[e_made[a + beam_width - 1]])
+            n_chars = 0
+            for e in range(n_entries):
+                key = e_key[e]
+                if key < 0:
                     q = -1 - key
                     node = prefixes[q, _P_NODE]
                     gain = beta if node >= 0 and lm_words[node] else beta_unknown
                     bound = e_score[e] + (text_vals[prefixes[q, _P_TID]] + gain)
-                    if mode == _LAZY and bound < cut:
-                        e_total[e] = -np.inf  # pruned
-                        continue
-                    # pyctcdecode's merge_tokens(text, word): a new text, and its
-                    # prefix with no partial word.
-                    tid = counts[_C_TEXTS]
-                    counts[_C_TEXTS] = tid + 1
-                    texts[tid, _T_PARENT] = prefixes[q, _P_TID]
-                    texts[tid, _T_WORD] = q
-                    root = counts[_C_PREFIXES]
-                    counts[_C_PREFIXES] = root + 1
-                    prefixes[root, _P_TID] = tid
-                    prefixes[root, _P_LEN] = 0
-                    prefixes[root, _P_NODE] = 0
-                    prefixes[root, _P_HOT] = 0
-                    prefixes[root, _P_PARENT] = -1
-                    prefixes[root, _P_CHAR] = -1
-                    prefixes[root, _P_SPACE] = root
-                    for k in range(V):
-                        children[root, k] = -1
-                    prefixes[q, _P_SPACE] = root
-                    if mode == _SELF:  # its score is known: the entry is that prefix's
-                        text_vals[tid] = plain_val
-                        prefix_vals[root, 0] = plain_val
-                        prefix_vals[root, 1] = hot_partial[0]
-                        e_key[e] = root * NL + space
-                        total = (e_score[e] + plain_val) + hot_partial[0]
-                        e_total[e] = total
-                        if total > best:
-                            best = total
-                        continue
-                    node = prefixes[q, _P_NODE]
-                    needs[n_needs, _N_PREFIX] = q
-                    needs[n_needs, _N_TEXT] = prefixes[q, _P_TID]
-                    needs[n_needs, _N_NODE] = node
-                    needs[n_needs, _N_START] = n_chars
-                    if node < 0:  # not a unigram prefix: spell it out
-                        length = prefixes[q, _P_LEN]
-                        r = q
-                        for k in range(length - 1, -1, -1):
-                            need_chars[n_chars + k] = prefixes[r, _P_CHAR]
-                            r = prefixes[r, _P_PARENT]
-                        n_chars += length
-                    needs[n_needs, _N_END] = n_chars
-                    needs[n_needs, _N_ENTRY] = e
-                    n_needs += 1
-                if n_needs > 0:
-                    counts[_C_NEEDS] = n_needs
-                    counts[_C_ENTRIES] = n_entries
-                    return _NEED_WORDS
-                floor = best + beam_prune_logp
-        # Drop those beam_prune_logp below the best, keep the best beam_width (a
-        # stable sort, as heapq.nlargest).
-        n_kept = 0
-        for e in range(n_entries):
-            if e_key[e] >= 0 and e_total[e] >= floor:
-                e_made[n_entries + n_kept] = e  # kept entries, in order
-                n_kept += 1
-        # Stable merge sort of the kept entries by total, best first (bottom-up,
-        # in e_made[n_entries:], no allocation).
-        a = n_entries
-        z = n_entries + n_kept
-        width = 1
-        while width < n_kept:
-            for lo in range(0, n_kept, 2 * width):
-                i = lo
-                mid = min(lo + width, n_kept)
-                j = mid
-                hi = min(lo + 2 * width, n_kept)
-                for k in range(lo, hi):
-                    if j >= hi or (
-                        i < mid and e_total[e_made[a + i]] >= e_total[e_made[a + j]]
-                    ):
-                        e_made[z + k] = e_made[a + i]
-                        i += 1
-                    else:
-                        e_made[z + k] = e_made[a + j]
-                        j += 1
-            for k in range(n_kept):
-                e_made[a + k] = e_made[z + k]
-            width *= 2
+                    if mode != _LAZY or bound >= cut:
+                        if prefixes[q, _P_NODE] < 0:
+                            n_chars += prefixes[q, _P_LEN]
+            if mode != _SELF and n_chars > need_chars.shape[0]:
+                return _GROW_CHARS
+            n_needs = 0
+            n_chars = 0
+            for e in range(n_entries):
+                key = e_key[e]
+                if key >= 0:
+                    continue
+                q = -1 - key
+                node = prefixes[q, _P_NODE]
+                gain = beta if node >= 0 and lm_words[node] else beta_unknown
+                bound = e_score[e] + (text_vals[prefixes[q, _P_TID]] + gain)
+                if mode == _LAZY and bound < cut:
+                    e_total[e] = -np.inf  # pruned
+                    continue
+                # pyctcdecode's merge_tokens(text, word): a new text, and its
+                # prefix with no partial word.
+                tid = counts[_C_TEXTS]
+                counts[_C_TEXTS] = tid + 1
+                texts[tid, _T_PARENT] = prefixes[q, _P_TID]
+                texts[tid, _T_WORD] = q
+                root = counts[_C_PREFIXES]
+                counts[_C_PREFIXES] = root + 1
+                prefixes[root, _P_TID] = tid
+                prefixes[root, _P_LEN] = 0
+                prefixes[root, _P_NODE] = 0
+                prefixes[root, _P_HOT] = 0
+                prefixes[root, _P_PARENT] = -1
+                prefixes[root, _P_CHAR] = -1
+                prefixes[root, _P_SPACE] = root
+                for k in range(V):
+                    children[root, k] = -1
+                prefixes[q, _P_SPACE] = root
+                if mode == _SELF:  # its score is known: the entry is that prefix's
+                    text_vals[tid] = plain_val
+                    prefix_vals[root, 0] = plain_val
+                    prefix_vals[root, 1] = hot_partial[0]
+                    e_key[e] = root * NL + space
+                    total = (e_score[e] + plain_val) + hot_partial[0]
+                    e_total[e] = total
+                    if total > best:
+                        best = total
+                    continue
+                node = prefixes[q, _P_NODE]
+                needs[n_needs, _N_PREFIX] = q
+                needs[n_needs, _N_TEXT] = prefixes[q, _P_TID]
+                needs[n_needs, _N_NODE] = node
+                needs[n_needs, _N_START] = n_chars
+                if node < 0:  # not a unigram prefix: spell it out
+                    length = prefixes[q, _P_LEN]
+                    r = q
+                    for k in range(length - 1, -1, -1):
+                        need_chars[n_chars + k] = prefixes[r, _P_CHAR]
+                        r = prefixes[r, _P_PARENT]
+                    n_chars += length
+                needs[n_needs, _N_END] = n_chars
+                needs[n_needs, _N_ENTRY] = e
+                n_needs += 1
+            if n_needs > 0:
+                counts[_C_NEEDS] = n_needs
+                counts[_C_ENTRIES] = n_entries
+                return _NEED_WORDS
+            floor = best + beam_prune_logp
+            if mode != _SELF:
+                break  # the provisional entries were all pruned
         n_new = min(beam_width, n_kept)
         for r in range(n_new):
             e = e_made[a + r]
@@ -904,80 +902,6 @@ def _search_frames(
         counts[_C_BEAMS] = n_beams
     counts[_C_FRAME] = T
     return _DONE
-
-
-def _trace_beams(
-    beams: np.ndarray,
-    n_beams: int,
-    prefixes: np.ndarray,
-    texts: np.ndarray,
-    chain: np.ndarray,
-    space: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each beam's text, partial word (as class ids, words of the text separated
-    by ``space``) and finished words' frames, from the kernel's tables (compiled by
-    numba): ``(text, text_off, part, part_off, frames (F, 2), frame_off)``, beam
-    ``b``'s in ``[off[b]:off[b + 1]]``, in order."""
-    n_text = 0
-    n_part = 0
-    n_frames = 0
-    for b in range(n_beams):
-        q = beams[b, _B_PREFIX]
-        n_part += prefixes[q, _P_LEN]
-        tid = prefixes[q, _P_TID]
-        while tid > 0:
-            n_text += prefixes[texts[tid, _T_WORD], _P_LEN] + 1
-            tid = texts[tid, _T_PARENT]
-        link = beams[b, _B_CHAIN]
-        while link >= 0:
-            n_frames += 1
-            link = chain[link, 2]
-    text = np.empty(n_text, dtype=np.int64)
-    part = np.empty(n_part, dtype=np.int64)
-    frames = np.empty((n_frames, 2), dtype=np.int64)
-    text_off = np.zeros(n_beams + 1, dtype=np.int64)
-    part_off = np.zeros(n_beams + 1, dtype=np.int64)
-    frame_off = np.zeros(n_beams + 1, dtype=np.int64)
-    for b in range(n_beams):
-        q = beams[b, _B_PREFIX]
-        # The partial word, last class first.
-        length = prefixes[q, _P_LEN]
-        part_off[b + 1] = part_off[b] + length
-        r = q
-        for k in range(part_off[b + 1] - 1, part_off[b] - 1, -1):
-            part[k] = prefixes[r, _P_CHAR]
-            r = prefixes[r, _P_PARENT]
-        # The text, last word first (a leading space, dropped below).
-        n = 0
-        tid = prefixes[q, _P_TID]
-        while tid > 0:
-            n += prefixes[texts[tid, _T_WORD], _P_LEN] + 1
-            tid = texts[tid, _T_PARENT]
-        hi = text_off[b] + n
-        text_off[b + 1] = hi
-        tid = prefixes[q, _P_TID]
-        while tid > 0:
-            r = texts[tid, _T_WORD]
-            for _ in range(prefixes[r, _P_LEN]):
-                hi -= 1
-                text[hi] = prefixes[r, _P_CHAR]
-                r = prefixes[r, _P_PARENT]
-            hi -= 1
-            text[hi] = space
-            tid = texts[tid, _T_PARENT]
-        # The finished words' frames, last first.
-        n = 0
-        link = beams[b, _B_CHAIN]
-        while link >= 0:
-            n += 1
-            link = chain[link, 2]
-        frame_off[b + 1] = frame_off[b] + n
-        link = beams[b, _B_CHAIN]
-        for k in range(frame_off[b + 1] - 1, frame_off[b] - 1, -1):
-            frames[k, 0] = chain[link, 0]
-            frames[k, 1] = chain[link, 1]
-            link = chain[link, 2]
-    return text, text_off, part, part_off, frames, frame_off
 
 
 _JITTED: dict[Any, Any] = {}
@@ -1044,42 +968,61 @@ class _Trie:
         return out
 
 
+def _check_bound(score: float, lm: Any, word: str) -> None:
+    """The search skips texts by a bound that holds when KenLM's log-probs are
+    <= 0 (any normalized n-gram model, e.g. lmplz's): check each one it computes."""
+    if lm.alpha >= 0 and lm.unk_score_offset <= 0 and score > lm.beta:
+        path = os.fsdecode(lm._kenlm_model.path)
+        raise DecoderError(
+            f"{path}: KenLM scored {word!r} above probability 1 (a model that is "
+            f"not normalized); the beam search needs one that is"
+        )
+
+
 class _PrefixSearch:
     """pyctcdecode 0.5.0's search, ``BeamSearchDecoderCTC._decode_logits`` for
     character labels with ``prune_history=False``, with its per-frame loop compiled.
 
-    The search is the same step for step, and its outputs are identical (texts,
-    word frames, scores bit for bit; tests/test_decoding.py compares them with
-    pyctcdecode's own ``decode_beams`` on random and real log-probabilities):
+    The search is the same step for step, and so are its outputs (texts, word
+    frames, LM states, scores bit for bit; tests/test_decoding.py compares them
+    with pyctcdecode's ``_decode_logits`` and ``decode_beams``, built from its own
+    ``LanguageModel`` and ``HotwordScorer``, on random and real log-probabilities):
 
     - at each frame every beam is extended by each class that reaches
       ``token_min_logp`` or is the argmax, in the order pyctcdecode iterates its
-      ``set`` of them (rebuilt here the same way), beams in their order;
+      ``set`` of them (:meth:`_class_rows`), beams in their order;
     - extensions with equal (text, partial word, last character) are merged in that
-      order with pyctcdecode's ``_sum_log_scores``; the merged entry keeps the last
-      extension's frames (as ``_merge_beams`` does);
+      order with pyctcdecode's log-add; the merged entry keeps the last extension's
+      frames (as ``_merge_beams`` does);
     - each is scored as ``_get_lm_beams`` scores it: acoustic score + (LM and
       hot-word score of the text + partial-word score); without an LM, (acoustic +
       hot-word score of the text) + hot-word score of the partial word;
     - those ``beam_prune_logp`` below the best are dropped, the best
       ``beam_width`` kept, ties in order (``heapq.nlargest``);
-    - the end-of-utterance step is pyctcdecode's own code on its beam tuples.
+    - the end of the utterance as pyctcdecode ends it (:meth:`_last_step`).
 
     What differs is the bookkeeping. pyctcdecode builds and hashes strings and
     7-tuples for every (beam, class) pair and frame, and scores every merged beam
-    through dictionaries: 5-7 times flashlight's C++ decoder. Here a prefix is a row
-    of integers (text id, partial-word length, its node in a trie of the unigrams'
-    prefixes and in one of the hot words', parent, character), transitions are
-    memoized per (prefix, class), and the partial-word score is a table lookup by
-    trie node (pyctcdecode's rule: 0 for a prefix of a unigram, else
-    ``unk_score_offset``, scaled by length beyond 6 characters; a hot-word prefix
-    scores as pyctcdecode's ``HotwordScorer`` does, the values computed by it). The
-    frame loop runs in numba (:func:`_search_frames`); Python does what needs
-    strings or KenLM: when a space would finish a word whose score is not known,
-    the kernel returns, and :meth:`_finish_words` scores it with pyctcdecode's
-    ``LanguageModel.score`` (memoized by (kenlm state, word) across utterances:
-    kenlm states compare by their context words, which determine the score) and
-    ``HotwordScorer.score``.
+    through dictionaries: 7-9 times flashlight's C++ decoder in tools/
+    bench_decode.py. Here a prefix is a row of integers (text id, partial-word
+    length, its node in a trie of the unigrams and in one of the hot words, parent,
+    character), transitions are memoized per (prefix, class), and the partial-word
+    score is a table lookup by trie node (pyctcdecode's rule: 0 for a prefix of a
+    unigram, else ``unk_score_offset``, scaled by the length beyond 6 characters;
+    a hot-word prefix's score computed by the ``HotwordScorer`` itself). The frame
+    loop runs in numba (:func:`_search_frames`). Python does what needs strings or
+    KenLM: when a space finishes partial words into texts whose score is needed,
+    the kernel returns and :meth:`_score_texts` scores them with the
+    ``LanguageModel``, memoized across utterances by (kenlm state, word) -- kenlm
+    states compare by their context words, which determine the score; every word
+    outside the LM's vocabulary scores as ``<unk>``, so they share one key.
+
+    Fewer LM calls than pyctcdecode, same result: a text's score is needed only if
+    its entry can survive the frame. With ``alpha >= 0`` and ``unk_score_offset <=
+    0`` it is at most the text before's plus ``beta`` (plus the unknown-word
+    penalty for a word outside the unigrams), so an entry whose bound is below the
+    others' floor, or below the ``beam_width``-th best of the others, is dropped
+    unscored (see the kernel); this skips 55-60% of them on the demo model.
     """
 
     # Cross-utterance memos are dropped (between utterances) past this many entries.
@@ -1120,7 +1063,6 @@ class _PrefixSearch:
         self._cls_rows: dict[Any, int] = {}
         self._cls_table = np.zeros((64, self.V), dtype=np.int64)
         self._cls_len = np.zeros(64, dtype=np.int64)
-        self._stamp = 0  # the hash table's generation, kept across utterances
         self.reset()
         self._alloc(1 << 12, 1 << 10, 1 << 8, 8)
 
@@ -1214,11 +1156,22 @@ class _PrefixSearch:
         n_best: int | None = None,
     ) -> list[Any]:
         """pyctcdecode's ``_decode_logits(logits, beam_width, beam_prune_logp,
-        token_min_logp, prune_history=False, hotword_scorer)``: its output beams
-        ``(text, LM state, word frames, acoustic score, combined score)``, best
-        first. ``logits``: ``(T, V)`` float64 log-posteriors, clipped as pyctcdecode
-        clips them."""
+        token_min_logp, prune_history=False, hotword_scorer)``.
 
+        Args:
+            logits: ``(T, V)`` float64 log-posteriors, clipped as pyctcdecode clips
+                them.
+            beam_width, beam_prune_logp, token_min_logp: pyctcdecode's.
+            candidates: the classes to expand at each frame, ``(T, V)`` bool or
+                ``(T,)`` int64 bit masks; default: pyctcdecode's rule on
+                ``logits`` (:func:`_candidates`). Blank-run compaction passes the
+                original frames' sets.
+            n_best: return only this many beams.
+
+        Returns:
+            Its output beams ``(text, LM state, [(word, (first frame, end
+            frame))], acoustic score, combined score)``, best first.
+        """
         if len(self._lm_word) + len(self._lm_end) > self.MAX_MEMO:
             self.reset()
         lm = self._decoder._language_model
@@ -1320,19 +1273,33 @@ class _PrefixSearch:
                 self._grow("_need_chars", self._width * (T + 1))
         self._stamp = int(counts[_C_STAMP])
 
+        self._text_cache: dict[int, str] = {0: ""}
+        self._word_cache: dict[int, str] = {}
         return self._last_step(
-            int(counts[_C_BEAMS]), beam_width, beam_prune_logp, n_best
+            int(counts[_C_BEAMS]), beam_width, beam_prune_logp, n_best, mode == _LAZY
         )
 
     def _last_step(
-        self, n_beams: int, beam_width: int, beam_prune_logp: float, n_best: int | None
+        self,
+        n_beams: int,
+        beam_width: int,
+        beam_prune_logp: float,
+        n_best: int | None,
+        bounded: bool,
     ) -> list[Any]:
         """pyctcdecode's end of ``_decode_logits``, step for step: finish each
-        beam's partial word, merge equal texts (``_merge_beams``: log-add, the last
-        one's fields), score with the LM and sentence end (``_get_lm_beams`` with
-        ``is_eos``: the merged beam's own text and last word, as pyctcdecode does;
-        KenLM scores memoized), prune, keep the best, format. Word frames are built
-        for the beams returned only."""
+        beam's partial word, merge equal texts (``_merge_beams``: log-add in order,
+        the last one's fields), score them with the LM and sentence end
+        (``_get_lm_beams`` with ``is_eos``: the merged beam's own text and last
+        word, as pyctcdecode does; KenLM scores memoized), prune, keep the best,
+        format.
+
+        Texts are compared by id (a text and partial word is the text its space
+        leads to, or, not made yet, no other beam's). With ``n_best == 1`` and
+        ``bounded`` (the kernel's ``_LAZY`` conditions: a text's score is at most
+        the text before's plus beta), the beams are scored best bound first until
+        none left can reach the best score: the same winner, fewer LM calls.
+        Strings and word frames are built for the beams returned only."""
         from pyctcdecode.decoder import (
             _normalize_whitespace,
             _sort_and_trim_beams,
@@ -1341,62 +1308,120 @@ class _PrefixSearch:
 
         lm = self._decoder._language_model
         hot = self._hot
-        traced = _jit(_trace_beams)(
-            self._beams, n_beams, self._prefixes, self._texts, self._chain, self.space
-        )
-        text_ids, text_off, part, part_off, frames, frame_off = (
-            x.tolist() for x in traced
-        )
+        prefixes = self._prefixes
         beams = self._beams[:n_beams].tolist()
         scores = self._scores[:n_beams].tolist()
-        tids = self._prefixes[[q for q, *_ in beams], _P_TID].tolist()
-        spell = self._chars
-        texts: dict[int, str] = {}
-        merged: dict[str, list[Any]] = {}
-        for b in range(n_beams):
-            tid = tids[b]
-            text = texts.get(tid)
-            if text is None:
-                ids = text_ids[text_off[b] + 1 : text_off[b + 1]]
-                text = texts[tid] = "".join([spell[c] for c in ids])
-            word = "".join([spell[c] for c in part[part_off[b] : part_off[b + 1]]])
-            new_text = text + " " + word if text and word else text or word
-            entry = merged.get(new_text)
-            if entry is None:
-                merged[new_text] = [tid, word, b, scores[b]]
+        rows = prefixes[[row[_B_PREFIX] for row in beams]].tolist()
+        merged: dict[int, list[Any]] = {}  # text id -> [beam, acoustic score]
+        for b, row in enumerate(rows):
+            if row[_P_LEN] == 0:
+                key = row[_P_TID]
+            elif row[_P_SPACE] >= 0:
+                key = int(prefixes[row[_P_SPACE], _P_TID])
             else:
-                entry[:3] = tid, word, b
-                entry[3] = _sum_log_scores(entry[3], scores[b])
-        scored = []
-        if lm is not None:
-            memo = self._lm_end
-            vocab = lm._kenlm_model
-            scorer = hot.score if self._hot_words else None
-            for new_text, (tid, word, b, logit) in merged.items():
-                state = self._t_state[tid]
-                key = (state, word if word in vocab else _OOV)
-                hit = memo.get(key)
-                if hit is None:
-                    hit = memo[key] = lm.score(state, word, is_last_word=True)
-                raw = self._t_raw[tid] + hit[0]
-                lm_score = raw + (scorer(new_text) if scorer else 0.0)
-                scored.append((new_text, b, logit, hit[1], logit + lm_score))
+                key = -1 - beams[b][_B_PREFIX]
+            entry = merged.get(key)
+            if entry is None:
+                merged[key] = [b, scores[b]]
+            else:
+                entry[0] = b
+                entry[1] = _sum_log_scores(entry[1], scores[b])
+        entries = list(merged.values())
+        scorer = hot.score if self._hot_words else None
+        partial = hot.score_partial_token("")
+
+        def word_of(b: int) -> str:
+            node = rows[b][_P_NODE]
+            if node >= 0:
+                return self._lm_trie.text(node, self._chars)
+            return self._word_of(beams[b][_B_PREFIX])
+
+        def new_text(b: int) -> str:
+            text = self._text_of(rows[b][_P_TID])
+            word = word_of(b)
+            return text + " " + word if text and word else text or word
+
+        def score(i: int) -> tuple[Any, float]:
+            """Entry i's LM end state and combined score (_get_lm_beams)."""
+            b, logit = entries[i]
+            if lm is None:
+                text_score = scorer(new_text(b)) if scorer else 0.0
+                return None, logit + text_score + partial
+            tid = rows[b][_P_TID]
+            state = self._t_state[tid]
+            word = word_of(b)
+            key = (state, word if word in lm._kenlm_model else _OOV)
+            hit = self._lm_end.get(key)
+            if hit is None:
+                hit = self._lm_end[key] = lm.score(state, word, is_last_word=True)
+                _check_bound(hit[0], lm, word)
+            raw = self._t_raw[tid] + hit[0]
+            lm_score = raw + (scorer(new_text(b)) if scorer else 0.0)
+            return hit[1], logit + lm_score
+
+        if n_best == 1 and bounded and lm is not None and scorer is None:
+            beta = lm.beta
+            bounds = [
+                logit + (self._t_raw[rows[b][_P_TID]] + beta) for b, logit in entries
+            ]
+            order = sorted(range(len(entries)), key=bounds.__getitem__, reverse=True)
+            best = best_total = None
+            for i in order:
+                if best_total is not None and bounds[i] < best_total:
+                    break  # no entry left can reach the best
+                state, total = score(i)
+                if best is None or (total, -i) > (best_total, -best[0]):
+                    best, best_total = (i, state), total
+            assert best is not None
+            kept = [(best[0], best[1], best_total)]
         else:
-            partial = hot.score_partial_token("")
-            for new_text, (_, _, b, logit) in merged.items():
-                total = logit + hot.score(new_text) + partial
-                scored.append((new_text, b, logit, None, total))
-        max_score = max([x[-1] for x in scored])
-        scored = [x for x in scored if x[-1] >= max_score + beam_prune_logp]
-        trimmed = _sort_and_trim_beams(scored, beam_width)  # type: ignore[arg-type]
+            scored = [(i, *score(i)) for i in range(len(entries))]
+            max_score = max([x[-1] for x in scored])
+            scored = [x for x in scored if x[-1] >= max_score + beam_prune_logp]
+            kept = _sort_and_trim_beams(scored, beam_width)[:n_best]  # type: ignore[arg-type]
         out = []
-        for new_text, b, logit, state, total in trimmed[:n_best]:
-            lo, hi = frame_off[b], frame_off[b + 1]
-            word_frames = [(s, e) for s, e in frames[lo:hi]]
-            if part_off[b + 1] > part_off[b]:
-                word_frames.append((beams[b][_B_START], beams[b][_B_END]))
-            words = list(zip(new_text.split(), word_frames))  # noqa: B905 (as pyctcdecode)
-            out.append((_normalize_whitespace(new_text), state, words, logit, total))
+        for i, state, total in kept:
+            b, logit = entries[i]
+            text = new_text(b)
+            _, _, link, start, end = beams[b]
+            frames = self._frames(link)
+            if rows[b][_P_LEN] > 0:
+                frames.append((start, end))
+            words = list(zip(text.split(), frames))  # noqa: B905 (as pyctcdecode)
+            out.append((_normalize_whitespace(text), state, words, logit, total))
+        return out
+
+    def _word_of(self, q: int) -> str:
+        """Prefix ``q``'s partial word (memoized per utterance)."""
+        word = self._word_cache.get(q)
+        if word is None:
+            _, length, node, _, parent, char, _ = self._prefixes[q].tolist()
+            if node >= 0:
+                word = self._lm_trie.text(node, self._chars)
+            elif length == 0:
+                word = ""
+            else:
+                word = self._word_of(parent) + self._chars[char]
+            self._word_cache[q] = word
+        return word
+
+    def _text_of(self, tid: int) -> str:
+        """Text ``tid`` (words before a partial word), memoized per utterance."""
+        text = self._text_cache.get(tid)
+        if text is None:
+            parent, word = self._texts[tid].tolist()
+            before = self._text_of(parent)
+            word = self._word_of(word)
+            text = self._text_cache[tid] = before + " " + word if before else word
+        return text
+
+    def _frames(self, link: int) -> list[tuple[int, int]]:
+        """The finished words' ``(first, end)`` frames from chain record ``link``."""
+        out = []
+        while link >= 0:
+            start, end, link = self._chain[link].tolist()
+            out.append((start, end))
+        out.reverse()
         return out
 
     def _score_texts(self, counts: np.ndarray) -> None:
@@ -1441,6 +1466,7 @@ class _PrefixSearch:
             hit = get((state, key))
             if hit is None:
                 hit = memo[(state, key)] = score(state, word, False)
+                _check_bound(hit[0], lm, word)
             raw = t_raw[tid] + hit[0]
             add_raw(raw)
             add_state(hit[1])

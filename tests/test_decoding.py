@@ -1,5 +1,7 @@
-"""Decoders without a language model: greedy vs beam search on hand-built posteriors,
-the blank-run compaction, hot words, the process pool, and decoder settings."""
+"""Decoders: greedy vs beam search on hand-built posteriors, the blank-run
+compaction, hot words, the process pool, decoder settings; and the beam search
+identical to pyctcdecode's own, with and without a KenLM model (the LM's own
+behaviour is tested in test_lm.py)."""
 
 from __future__ import annotations
 
@@ -519,3 +521,18 @@ def test_search_is_pyctcdecodes_for_any_alphabet():
         if T:
             text, _, frames, _, score = want[0]
             assert ours._beams(x) == (text, [(w, s, e) for w, (s, e) in frames], score)
+
+
+def test_an_lm_above_probability_one_is_refused():
+    # The search skips texts by a bound that needs KenLM log-probs <= 0.
+    from types import SimpleNamespace
+
+    lm = SimpleNamespace(
+        alpha=0.5,
+        beta=1.0,
+        unk_score_offset=-10.0,
+        _kenlm_model=SimpleNamespace(path=b"x.bin"),
+    )
+    decoding._check_bound(1.0, lm, "ok")
+    with pytest.raises(DecoderError, match=r"x\.bin: KenLM scored 'odd' above"):
+        decoding._check_bound(1.2, lm, "odd")

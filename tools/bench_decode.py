@@ -114,12 +114,14 @@ def our_candidates(lps: list[np.ndarray], token_min_logp: float) -> list[np.ndar
     """The log-probs with every class ours does not expand at a frame (below
     ``token_min_logp`` and not the argmax, after pyctcdecode's log-softmax) set to
     -1e4: flashlight given exactly our per-frame candidates."""
+    from pyctcdecode.decoder import _log_softmax
+
+    from asr.decoding import _MIN_LOGP, _candidates
+
     out = []
     for x in lps:
-        lp = x.astype(np.float64)
-        lp = lp - np.logaddexp.reduce(lp, axis=1, keepdims=True)
-        keep = lp >= token_min_logp
-        keep[np.arange(len(lp)), lp.argmax(axis=1)] = True
+        lp = np.clip(_log_softmax(x.astype(np.float64), axis=1), _MIN_LOGP, 0)
+        keep = _candidates(lp, token_min_logp)
         out.append(np.where(keep, x, -1e4).astype(np.float32))
     return out
 
