@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from asr.data import DurationBatchSampler, SpeechDataset, collate
-from asr.manifest import Utterance, read_manifest, validate_utterances
+from asr.manifest import Utterance, validate_manifest
 from asr.text import CharTokenizer
 
 __all__ = ["ASRDataModule", "InvalidDataError"]
@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class InvalidDataError(ValueError):
-    """A manifest holds utterances that cannot be trained on, and skipping is off."""
+    """A manifest holds lines or utterances that cannot be trained on, and skipping
+    is off (or nothing usable is left)."""
 
 
 class ASRDataModule(L.LightningDataModule):
@@ -33,11 +34,17 @@ class ASRDataModule(L.LightningDataModule):
         num_workers: data-loading processes.
         speed_perturb: factors for training-time speed perturbation (empty: off).
         sortagrad: first epoch from the shortest batch to the longest (DS2 3.1).
-        skip_invalid: leave out (and report) utterances that cannot be trained on:
-            unreadable audio, empty text, characters outside the vocabulary, audio too
-            short for its transcript after the model's subsampling. When False such
-            utterances stop training before it starts, with the report.
+        skip_invalid: leave out (and report, with file names and line numbers) the
+            lines and utterances that cannot be trained on: malformed manifest lines,
+            missing or unreadable audio, empty text, characters outside the
+            vocabulary, audio too short for its transcript after the model's
+            subsampling, utterances longer than ``max_duration``, duplicate ids.
+            When False (the default) any of them stops training before it starts,
+            with the full report (``asr validate MANIFEST --checkpoint ...`` prints
+            the same report without training).
         check_audio: open every audio header during validation (slow on huge sets).
+        max_duration: the longest utterance trained on, in seconds; default
+            ``max_batch_seconds`` (a longer one could not fit a batch's budget).
         seed: batch order and speed perturbation derive from it (and the epoch).
     """
 
@@ -52,8 +59,9 @@ class ASRDataModule(L.LightningDataModule):
         num_workers: int = 1,
         speed_perturb: list[float] | None = None,
         sortagrad: bool = True,
-        skip_invalid: bool = True,
+        skip_invalid: bool = False,
         check_audio: bool = True,
+        max_duration: float | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -82,12 +90,13 @@ class ASRDataModule(L.LightningDataModule):
             self._sets[split] = self._load(split, path)
 
     def _load(self, split: str, path: str) -> list[Utterance]:
-        utts = read_manifest(path)
-        report = validate_utterances(
-            utts,
+        hp = self.hparams
+        report = validate_manifest(
+            path,
             self.tokenizer,
             output_frames=self.output_frames,
-            check_audio=self.hparams.check_audio,
+            check_audio=hp.check_audio,
+            max_duration=hp.max_duration or hp.max_batch_seconds,
         )
         hours = sum(u.duration for u in report.kept) / 3600
         log.info(
@@ -100,11 +109,13 @@ class ASRDataModule(L.LightningDataModule):
         )
         if not report.ok:
             message = f"{path}: {report.summary()}"
-            if not self.hparams.skip_invalid:
+            if not hp.skip_invalid:
                 raise InvalidDataError(
-                    message + "\n(set skip_invalid: true to train without them)"
+                    f"{message}\n`asr validate {path}` lists every problem with its "
+                    "line; fix them, or set data.skip_invalid: true to train without "
+                    "these utterances"
                 )
-            log.warning("%s\nthese utterances are left out", message)
+            log.warning("%s\nleft out (data.skip_invalid is true)", message)
         if not report.kept:
             raise InvalidDataError(f"{path}: no usable utterance in the {split} set")
         return report.kept

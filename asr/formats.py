@@ -36,15 +36,16 @@ file in the same directory, then a rename), so a reader never sees half a file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asr.atomic import WriteError, atomic_write_text
 from asr.decoding import Word
 from asr.transcribe import Failure, Transcript
 
@@ -286,21 +287,60 @@ def output_plan(fmt: str, n_inputs: int, output: str | os.PathLike[str] | None) 
     return "file"
 
 
-def _unique_stems(transcripts: Sequence[Transcript]) -> list[str]:
-    """Output stems, made unique by appending ``-2``, ``-3``... to repeats."""
+# A file name component at most this many bytes (file systems allow 255; room is
+# left for "-2" suffixes, the extension and the temporary file's decoration).
+_MAX_COMPONENT_BYTES = 180
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _safe_component(part: str) -> str:
+    """One path component that every POSIX file system accepts: no control
+    characters (a NUL byte would make ``open`` raise), at most
+    :data:`_MAX_COMPONENT_BYTES` bytes (a longer one is cut and given a hash of the
+    whole, so that different long names stay different)."""
+    part = _CONTROL.sub("_", part)
+    raw = part.encode("utf-8", "surrogateescape")
+    if len(raw) <= _MAX_COMPONENT_BYTES:
+        return part
+    digest = hashlib.sha1(raw).hexdigest()[:12]
+    head = raw[: _MAX_COMPONENT_BYTES - 13].decode("utf-8", "ignore")
+    return f"{head}-{digest}"
+
+
+def _inside(path: str, directory: str) -> bool:
+    """True if ``path`` lies in ``directory`` once symbolic links are resolved."""
+    real = os.path.realpath(path)
+    root = os.path.realpath(directory)
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _output_paths(
+    directory: str | os.PathLike[str], transcripts: Sequence[Transcript], ext: str
+) -> list[Path]:
+    """One file per transcript in ``directory``: ``<stem><ext>``, made unique by
+    appending ``-2``, ``-3``... to repeats.
+
+    A stem comes from input names (a manifest's ``id`` among them), so it is not
+    trusted: absolute paths, ``..`` and empty parts are dropped, control characters
+    replaced and long parts shortened; a stem whose subdirectory resolves outside
+    ``directory`` through a symbolic link is flattened into one file name
+    (``sub_name``) directly in ``directory``. Every file stays inside it."""
+    out = os.fspath(directory)
     seen: set[str] = set()
-    stems = []
+    paths = []
     for t in transcripts:
-        # No absolute paths or "..": every file stays inside the output directory.
         parts = re.split(r"[/\\]", t.source.stem)
-        stem = "/".join(p for p in parts if p not in ("", ".", "..")) or "audio"
+        kept = [_safe_component(p) for p in parts if p not in ("", ".", "..")]
+        stem = "/".join(kept) or "audio"
+        if not _inside(os.path.join(out, stem), out):
+            stem = _safe_component("_".join(kept))
         candidate, k = stem, 1
         while candidate.lower() in seen:
             k += 1
             candidate = f"{stem}-{k}"
         seen.add(candidate.lower())
-        stems.append(candidate)
-    return stems
+        paths.append(Path(out) / (candidate + ext))
+    return paths
 
 
 def write_results(
@@ -341,11 +381,13 @@ def write_results(
             return [path]
         transcripts = [r for r in results if isinstance(r, Transcript)]
         written = []
-        for t, stem in zip(transcripts, _unique_stems(transcripts), strict=True):
-            path = Path(output) / (stem + EXTENSIONS[fmt])
+        paths = _output_paths(output, transcripts, EXTENSIONS[fmt])
+        for t, path in zip(transcripts, paths, strict=True):
             atomic_write(path, render(fmt, [t], header, names=False))
             written.append(path)
         return written
+    except WriteError as e:
+        raise OutputError(str(e)) from None
     except OSError as e:
         raise OutputError(
             f"{e.filename or output}: cannot write: {e.strerror or e}"
@@ -357,26 +399,7 @@ def atomic_write(path: str | os.PathLike[str], text: str) -> None:
 
     The text goes to a temporary file in the same directory, which then replaces
     ``path`` (``os.replace``): a reader sees the old file or the new one, never part
-    of one, and a failure leaves the old file as it was.
+    of one, and a failure (a full disk) leaves the old file as it was and raises
+    :class:`asr.atomic.WriteError` naming the file (see :mod:`asr.atomic`).
     """
-    target = os.path.abspath(os.fspath(path))
-    directory = os.path.dirname(target)
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(
-        directory,
-        f".{os.path.basename(target)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp",
-    )
-    # Mode 0o666 lets the umask decide the permissions, as for any new file.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_text(path, text)

@@ -8,8 +8,6 @@ from the file.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from asr.atomic import atomic_save
 from asr.decoding import greedy_decode
 from asr.features import build_frontend
 from asr.model import DeepSpeech2, ModelConfig
@@ -57,6 +56,12 @@ class Recognizer:
             stride *= spec.stride[1]
         return self.frontend.hop_length * stride / self.sample_rate
 
+    def output_frames(self, duration: float) -> int:
+        """Model output frames for ``duration`` seconds of audio (for validation)."""
+        samples = torch.tensor([round(duration * self.sample_rate)])
+        frames = torch.as_tensor(self.frontend.frames(samples)).reshape(1)
+        return int(self.model.output_lengths(frames)[0])
+
     def to(self, device: str | torch.device) -> Recognizer:
         self.frontend.to(device)
         self.model.to(device)
@@ -77,22 +82,20 @@ class Recognizer:
 
 
 def save_model(task: Any, path: str | Path) -> Path:
-    """Write the slim inference checkpoint of an :class:`ASRTask`, atomically."""
+    """Write the slim inference checkpoint of an :class:`ASRTask`, atomically: a
+    kill or a full disk leaves any previous file whole.
+
+    Raises:
+        asr.atomic.WriteError: the file cannot be written (the message names it and
+            says why, e.g. that the disk is full).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "asr": task.describe(),
         "frontend": task.frontend.state_dict(),
         "model": task.model.state_dict(),
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_save(state, path)
     return path
 
 

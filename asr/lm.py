@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from asr.atomic import atomic_write_bytes, atomic_write_text
 from asr.text import VOCAB, normalize
 
 if TYPE_CHECKING:
@@ -221,27 +222,12 @@ def _run(cmd: list[str], what: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def _default_mode() -> int:
-    """``0o666`` less the umask: what ``open()`` would give a new file (mkstemp's
-    temporary files are ``0o600``, too strict for a shared model directory)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory
-    and a rename, so readers see the old file or the new one, never a part."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    and a rename, so readers see the old file or the new one, never a part; a
+    failure (a full disk) raises :class:`asr.atomic.WriteError` naming the file and
+    leaves the old one (see :mod:`asr.atomic`)."""
+    atomic_write_text(path, text)
 
 
 def build_lm(
@@ -515,17 +501,9 @@ class LogProbSet:
             "audio_seconds": self.audio_seconds,
             "failed": self.failed,
         }
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".npz", dir=path.parent
-        )
-        os.close(fd)
-        try:
-            np.savez(tmp, info=np.array(json.dumps(info)), **arrays)
-            os.chmod(tmp, _default_mode())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        buffer = io.BytesIO()
+        np.savez(buffer, info=np.array(json.dumps(info)), **arrays)
+        atomic_write_bytes(path, buffer.getbuffer())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> tuple[LogProbSet, dict[str, Any]]:

@@ -21,22 +21,25 @@ import json
 import math
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asr.atomic import WriteError, atomic_write_text
 from asr.audio import AudioError, AudioInfo, audio_info
 from asr.text import CharTokenizer, normalize
 
 __all__ = [
     "CATEGORIES",
     "ManifestError",
+    "ManifestScan",
     "Utterance",
     "ValidationReport",
     "librispeech_manifest",
     "read_manifest",
+    "scan_manifest",
+    "validate_manifest",
     "validate_utterances",
     "write_manifest",
 ]
@@ -49,10 +52,12 @@ _LIBRISPEECH_ID = re.compile(r"\d+-\d+-\d+")
 
 # The problem categories of :func:`validate_utterances`, in report order.
 CATEGORIES: tuple[str, ...] = (
+    "malformed line",
     "unreadable audio",
     "empty text",
     "unspellable characters",
     "too short for its transcript",
+    "too long",
     "duplicate id",
 )
 
@@ -182,8 +187,95 @@ def _parse_record(obj: object, base: str) -> tuple[Utterance | None, list[str]]:
     )
 
 
+@dataclass
+class ManifestScan:
+    """Everything :func:`scan_manifest` found in a manifest, good and bad.
+
+    Attributes:
+        path: the manifest, as given.
+        utterances: the well-formed lines' utterances, in file order.
+        lines: the line number (from 1) of each utterance.
+        problems: one ``"<manifest>:<line>: <problem>"`` per malformed line.
+    """
+
+    path: str
+    utterances: list[Utterance] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def locations(self) -> list[str]:
+        """``"<manifest>:<line>"`` of each utterance."""
+        return [f"{self.path}:{n}" for n in self.lines]
+
+
+def _decode_line(p: str, lineno: int, raw: bytes) -> tuple[object, str | None]:
+    """One raw line -> (decoded JSON value or None for a blank line, problem)."""
+    if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, (
+            f"{p}:{lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x} "
+            f"at column {e.start + 1})"
+        )
+    if not line.strip():
+        return None, None
+    try:
+        return json.loads(line), None
+    except json.JSONDecodeError as e:
+        return None, f"{p}:{lineno}: invalid JSON ({e.msg} at column {e.colno})"
+    except RecursionError:  # "[[[[..." thousands deep: hostile or broken
+        return None, f"{p}:{lineno}: invalid JSON (nested too deeply)"
+
+
+def scan_manifest(path: str | os.PathLike[str]) -> ManifestScan:
+    """Read a JSON Lines manifest, collecting every malformed line instead of
+    stopping at the first (see :func:`read_manifest` for the format).
+
+    Nothing in a manifest is executed or used as more than data: lines are parsed
+    with :func:`json.loads` (no object hooks), and a line nested too deeply to
+    parse is a problem like any other.
+
+    Args:
+        path: the manifest.
+
+    Returns:
+        The utterances of the good lines with their line numbers, and one problem
+        per bad line: invalid JSON, bytes that are not UTF-8, missing keys, wrong
+        types (``duration`` must be a number >= 0, ``text`` a string).
+
+    Raises:
+        ManifestError: the file is missing or cannot be read at all.
+    """
+    p = os.fspath(path)
+    base = os.path.dirname(os.path.abspath(p))
+    scan = ManifestScan(p)
+    try:
+        with open(p, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                obj, problem = _decode_line(p, lineno, raw)
+                if problem is not None:
+                    scan.problems.append(problem)
+                    continue
+                if obj is None:
+                    continue
+                utterance, line_problems = _parse_record(obj, base)
+                if line_problems:
+                    scan.problems.append(f"{p}:{lineno}: " + "; ".join(line_problems))
+                elif utterance is not None:
+                    scan.utterances.append(utterance)
+                    scan.lines.append(lineno)
+    except FileNotFoundError as e:
+        raise ManifestError(f"{p}: manifest not found") from e
+    except OSError as e:
+        raise ManifestError(f"{p}: cannot read manifest: {e.strerror or e}") from e
+    return scan
+
+
 def read_manifest(path: str | os.PathLike[str]) -> list[Utterance]:
-    """Read a JSON Lines manifest.
+    """Read a JSON Lines manifest, strictly.
 
     Blank lines are skipped; keys other than the six known ones are ignored;
     integer ``id``/``speaker`` values become strings. Relative audio paths are resolved
@@ -198,46 +290,14 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Utterance]:
     Raises:
         ManifestError: a missing or unreadable file, or bad lines: invalid JSON, bytes
             that are not UTF-8, missing keys, wrong types (``duration`` must be a
-            number >= 0, ``text`` a string). All bad lines are listed in one error.
+            number >= 0, ``text`` a string). All bad lines are listed in one error
+            (:func:`scan_manifest` collects them; :func:`validate_manifest` checks
+            the utterances' contents too).
     """
-    p = os.fspath(path)
-    base = os.path.dirname(os.path.abspath(p))
-    utterances: list[Utterance] = []
-    problems: list[str] = []
-    try:
-        with open(p, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-                    raw = raw[len(codecs.BOM_UTF8) :]
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    problems.append(
-                        f"{p}:{lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x} "
-                        f"at column {e.start + 1})"
-                    )
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    problems.append(
-                        f"{p}:{lineno}: invalid JSON ({e.msg} at column {e.colno})"
-                    )
-                    continue
-                utterance, line_problems = _parse_record(obj, base)
-                if line_problems:
-                    problems.append(f"{p}:{lineno}: " + "; ".join(line_problems))
-                elif utterance is not None:
-                    utterances.append(utterance)
-    except FileNotFoundError as e:
-        raise ManifestError(f"{p}: manifest not found") from e
-    except OSError as e:
-        raise ManifestError(f"{p}: cannot read manifest: {e.strerror or e}") from e
-    if problems:
-        raise ManifestError.listing(p, problems)
-    return utterances
+    scan = scan_manifest(path)
+    if scan.problems:
+        raise ManifestError.listing(scan.path, scan.problems)
+    return scan.utterances
 
 
 def _relative_if_inside(audio: str, directory: str) -> str:
@@ -287,31 +347,11 @@ def write_manifest(
             raise ManifestError(
                 f"{p}: cannot write the utterance {u.id or u.audio_filepath!r}: {e}"
             ) from e
-    tmp = os.path.join(
-        directory,
-        f".{os.path.basename(target)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp",
-    )
     try:
-        os.makedirs(directory, exist_ok=True)
-        # os.open with mode 0o666 lets the umask decide the permissions, as for any
-        # new file (a NamedTemporaryFile would leave the manifest readable by us only).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as e:
-        raise ManifestError(f"{p}: cannot write manifest: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write("".join(line + "\n" for line in lines))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise ManifestError(f"{p}: cannot write manifest: {e.strerror or e}") from e
-        raise
+        atomic_write_text(target, "".join(line + "\n" for line in lines))
+    except WriteError as e:
+        reason = e.reason.removeprefix("cannot write: ")
+        raise ManifestError(f"{p}: cannot write manifest: {reason}") from e
 
 
 def librispeech_manifest(
@@ -410,12 +450,13 @@ def librispeech_manifest(
 
 @dataclass
 class ValidationReport:
-    """What :func:`validate_utterances` found.
+    """What :func:`validate_utterances` (or :func:`validate_manifest`) found.
 
     Attributes:
-        total: utterances checked.
+        total: utterances checked (for a manifest: its non-blank lines).
         problems: category (one of :data:`CATEGORIES`, all present) -> one line per
-            affected utterance, ``"<id or path>: <detail>"``.
+            affected utterance, ``"<id or path>: <detail>"``, prefixed with
+            ``"<manifest>:<line>: "`` when the utterances came from a manifest.
         kept: the utterances with no problem, in input order.
     """
 
@@ -430,9 +471,14 @@ class ValidationReport:
         """True when no utterance has a problem."""
         return not any(self.problems.values())
 
-    def summary(self, max_examples: int = 5) -> str:
+    @property
+    def count(self) -> int:
+        """Problems found (an utterance may have more than one)."""
+        return sum(len(items) for items in self.problems.values())
+
+    def summary(self, max_examples: int | None = 5) -> str:
         """A readable report: counts per category, each with up to ``max_examples``
-        example lines (ids or paths and the detail)."""
+        example lines (``None``: all of them)."""
         if self.ok:
             return f"{self.total} utterances checked: all usable"
         dropped = self.total - len(self.kept)
@@ -444,10 +490,19 @@ class ValidationReport:
             if not items:
                 continue
             lines.append(f"  {category}: {len(items)}")
-            lines.extend(f"    {item}" for item in items[:max_examples])
-            if len(items) > max_examples:
-                lines.append(f"    ... and {len(items) - max_examples} more")
+            shown = items if max_examples is None else items[:max_examples]
+            lines.extend(f"    {item}" for item in shown)
+            if len(items) > len(shown):
+                lines.append(f"    ... and {len(items) - len(shown)} more")
         return "\n".join(lines)
+
+
+def _transcript_frames(tokenizer: CharTokenizer, text: str) -> tuple[int, int]:
+    """(labels, repeats) of a normalized transcript: CTC needs ``labels + repeats``
+    output frames at least (a blank between each pair of equal labels)."""
+    labels = tokenizer.encode(text, normalize_text=False)
+    repeats = sum(a == b for a, b in zip(labels[:-1], labels[1:], strict=True))
+    return len(labels), repeats
 
 
 def validate_utterances(
@@ -455,20 +510,27 @@ def validate_utterances(
     tokenizer: CharTokenizer,
     output_frames: Callable[[float], int] | None = None,
     check_audio: bool = True,
+    max_duration: float | None = None,
+    locations: Sequence[str] | None = None,
 ) -> ValidationReport:
     """Find the utterances that would fail or poison training, before training.
 
     Categories (see :data:`CATEGORIES`):
 
     - "unreadable audio": :func:`asr.audio.audio_info` fails (the AudioError's
-      reason is given), or ``offset`` lies at or beyond the end of the file.
+      reason is given: missing, empty, not audio, truncated...), or ``offset``
+      lies at or beyond the end of the file.
     - "empty text": nothing left after :func:`asr.text.normalize`.
     - "unspellable characters": characters the tokenizer lacks (named).
     - "too short for its transcript": ``output_frames(duration)`` is below the CTC
       minimum, the number of labels plus the number of adjacent equal labels (each
       repeat needs a blank between). CTC then has no valid alignment and the loss is
       infinite, the usual cause of inf/NaN losses in DeepSpeech2 training.
+    - "too long": ``duration`` above ``max_duration`` (an hour-long recording in a
+      training set would make a batch of its own too large for the device).
     - "duplicate id": an ``id`` already seen; the first occurrence is kept.
+
+    ("malformed line" is for :func:`validate_manifest`.)
 
     Args:
         utterances: the records to check.
@@ -478,15 +540,19 @@ def validate_utterances(
             ``lambda s: model.output_lengths(frames(s))``; ``None`` skips the
             length check.
         check_audio: read each audio header (once per distinct file).
+        max_duration: the longest usable utterance, in seconds; ``None``: no limit.
+        locations: where each utterance comes from (``"<manifest>:<line>"``),
+            prefixed to its problems.
 
     Returns:
         The report; ``report.kept`` is the clean subset.
     """
     report = ValidationReport(total=0)
-    seen: dict[str, Utterance] = {}
+    seen: dict[str, tuple[int, Utterance]] = {}  # id -> (index, utterance)
     headers: dict[str, AudioInfo | AudioError] = {}
-    for u in utterances:
+    for i, u in enumerate(utterances):
         report.total += 1
+        where = f"{locations[i]}: " if locations is not None else ""
         name = u.id if u.id is not None else u.audio_filepath
         if u.id is None and u.offset:
             name = f"{u.audio_filepath}@{u.offset:g}s"
@@ -498,14 +564,14 @@ def validate_utterances(
                 except AudioError as e:
                     headers[u.audio_filepath] = e
             header = headers[u.audio_filepath]
-            where = name if name == u.audio_filepath else f"{name} ({u.audio_filepath})"
+            named = name if name == u.audio_filepath else f"{name} ({u.audio_filepath})"
             if isinstance(header, AudioError):
-                found.append(("unreadable audio", f"{where}: {header.reason}"))
+                found.append(("unreadable audio", f"{named}: {header.reason}"))
             elif u.offset >= header.duration:
                 found.append(
                     (
                         "unreadable audio",
-                        f"{where}: offset {u.offset:g} s is at or beyond the end of "
+                        f"{named}: offset {u.offset:g} s is at or beyond the end of "
                         f"the audio ({header.duration:g} s)",
                     )
                 )
@@ -517,31 +583,79 @@ def validate_utterances(
             shown = ", ".join(repr(c) for c in unknown)
             found.append(("unspellable characters", f"{name}: {shown} in {text!r}"))
         elif output_frames is not None:
-            labels = tokenizer.encode(text, normalize_text=False)
-            repeats = sum(a == b for a, b in zip(labels[:-1], labels[1:], strict=True))
-            needed = len(labels) + repeats
+            labels, repeats = _transcript_frames(tokenizer, text)
+            needed = labels + repeats
             frames = int(output_frames(u.duration))
             if frames < needed:
                 found.append(
                     (
                         "too short for its transcript",
                         f"{name}: {u.duration:g} s gives {frames} output frames, "
-                        f"the transcript needs {needed} ({len(labels)} labels + "
+                        f"the transcript needs {needed} ({labels} labels + "
                         f"{repeats} repeats)",
                     )
                 )
+        if max_duration is not None and u.duration > max_duration:
+            found.append(
+                (
+                    "too long",
+                    f"{name}: {u.duration:g} s is longer than the limit of "
+                    f"{max_duration:g} s",
+                )
+            )
         if u.id is not None:
             if u.id in seen:
-                found.append(
-                    (
-                        "duplicate id",
-                        f"{name}: {seen[u.id].audio_filepath} and {u.audio_filepath}",
-                    )
-                )
+                j, first = seen[u.id]
+                detail = f"{name}: {first.audio_filepath} and {u.audio_filepath}"
+                if locations is not None:
+                    detail += f" (first at {locations[j]})"
+                found.append(("duplicate id", detail))
             else:
-                seen[u.id] = u
+                seen[u.id] = (i, u)
         for category, detail in found:
-            report.problems[category].append(detail)
+            report.problems[category].append(where + detail)
         if not found:
             report.kept.append(u)
+    return report
+
+
+def validate_manifest(
+    path: str | os.PathLike[str],
+    tokenizer: CharTokenizer | None = None,
+    output_frames: Callable[[float], int] | None = None,
+    check_audio: bool = True,
+    max_duration: float | None = None,
+) -> ValidationReport:
+    """Every problem of a manifest in one pass, each with its line number.
+
+    Malformed lines (:func:`scan_manifest`: invalid JSON, not UTF-8, missing keys,
+    wrong types) are the "malformed line" category; the well-formed lines' utterances
+    are checked by :func:`validate_utterances` (audio that does not exist or cannot
+    be read, characters outside the vocabulary, duplicate ids, audio too short for
+    its transcript when ``output_frames`` is given...), each problem prefixed with
+    ``"<manifest>:<line>: "``.
+
+    Args:
+        path: the manifest.
+        tokenizer: the model's (default: :class:`asr.text.CharTokenizer`).
+        output_frames, check_audio, max_duration: see :func:`validate_utterances`.
+
+    Returns:
+        The report: ``total`` counts the non-blank lines, ``kept`` the usable
+        utterances.
+
+    Raises:
+        ManifestError: the manifest is missing or cannot be read at all.
+    """
+    scan = scan_manifest(path)
+    report = validate_utterances(
+        scan.utterances,
+        tokenizer or CharTokenizer(),
+        output_frames=output_frames,
+        check_audio=check_audio,
+        max_duration=max_duration,
+        locations=scan.locations,
+    )
+    report.problems["malformed line"] = list(scan.problems)
+    report.total += len(scan.problems)
     return report

@@ -4,10 +4,19 @@ Features are computed here, on the model's device, from raw waveforms, so traini
 inference share one definition of them; the checkpoint carries the frontend, the
 vocabulary, the sample rate and the model's hyper-parameters (``checkpoint["asr"]``),
 so a checkpoint alone is enough to transcribe.
+
+Numerical faults never reach the weights: a step whose gradients are not all finite
+(a NaN or infinite loss, an overflow) is skipped -- its gradients are dropped before
+the optimizer sees them and the batch-norm statistics its forward pass changed are
+put back -- with a warning naming the batch's utterances, and counted in the logged
+metric ``skipped_steps``. An utterance whose transcript cannot be aligned to its
+output frames (CTC has no path; ``zero_infinity`` makes its loss 0) is named in a
+warning, once.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -27,6 +36,8 @@ from asr.text import CharTokenizer
 __all__ = ["ASRTask", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = 1
+
+log = logging.getLogger(__name__)
 
 
 class ASRTask(L.LightningModule):
@@ -88,6 +99,11 @@ class ASRTask(L.LightningModule):
         self.ctc_loss = resolve_ctc_loss(ctc_impl)
         self._refs: list[str] = []
         self._hyps: list[str] = []
+        # Numerical faults (see the module docstring).
+        self.skipped_steps = 0
+        self._infeasible_reported: set[str] = set()
+        self._buffers_before: list[Tensor] = []
+        self._batch_ids: list[str] = []
 
     # -- the computation ------------------------------------------------------------
 
@@ -107,6 +123,7 @@ class ASRTask(L.LightningModule):
 
     def _loss(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         log_probs, out_lens = self(batch.waves, batch.wave_lens)
+        self._report_infeasible(batch, out_lens)
         loss = self.ctc_loss(
             log_probs,
             batch.targets,
@@ -118,6 +135,30 @@ class ASRTask(L.LightningModule):
         )
         return loss, log_probs, out_lens
 
+    def _report_infeasible(self, batch: Batch, out_lens: Tensor) -> None:
+        """Warn (once per utterance) about transcripts that need more output frames
+        than the audio gives: CTC has no alignment for them, and ``zero_infinity``
+        makes their loss 0, so they teach nothing. Validation of the manifests
+        catches most of them; speed perturbation can make a few more."""
+        targets = batch.targets.detach()
+        # Labels are never the blank (0), which pads the targets.
+        repeats = ((targets[:, 1:] == targets[:, :-1]) & (targets[:, 1:] != 0)).sum(1)
+        needed = (batch.target_lens + repeats.to(batch.target_lens)).cpu()
+        frames = out_lens.detach().cpu()
+        for i in torch.nonzero(needed > frames).flatten().tolist():
+            uid = batch.ids[i]
+            if uid in self._infeasible_reported:
+                continue
+            self._infeasible_reported.add(uid)
+            log.warning(
+                "utterance %s: %d output frames, its transcript needs %d; CTC has no "
+                "alignment and its loss is zeroed (`asr validate` finds such "
+                "utterances; speed perturbation can shorten borderline ones)",
+                uid,
+                int(frames[i]),
+                int(needed[i]),
+            )
+
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         # Lightning draws from the global generator at moments that differ between a
         # fresh and a resumed run (data-loader seeds); reseed from (seed, step), and
@@ -125,10 +166,16 @@ class ASRTask(L.LightningModule):
         # masks and dropout patterns (rank 0 keeps the single-process stream).
         step_seed = self.hparams.seed * 1_000_003 + self.global_step
         torch.manual_seed((step_seed + self.global_rank * 7_919 * 2**32) % 2**63)
+        # Batch-norm statistics change in the forward pass, before the loss is known:
+        # keep them to put back if this step turns out to be skipped.
+        self._buffers_before = [b.detach().clone() for b in self.model.buffers()]
+        self._batch_ids = list(batch.ids)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss, _, _ = self._loss(batch)
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         B = len(batch.ids)
+        if B == 0:  # every file of the batch was unreadable (each one logged)
+            return None  # Lightning skips the backward pass and the update
+        loss, _, _ = self._loss(batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=B)
         self.log(
             "batch_seconds",
@@ -141,7 +188,57 @@ class ASRTask(L.LightningModule):
         )
         return loss
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Skip the step if any gradient is NaN or infinite.
+
+        Lightning calls this after the backward pass (and, with 16-bit AMP, after
+        unscaling) and before gradient clipping and ``optimizer.step``. Dropping the
+        gradients (``None``) makes AdamW leave the weights and its moments as they
+        were (setting them to zero would not: momentum and weight decay would still
+        move the weights). Under DDP the gradients are already averaged over the
+        ranks, so every rank takes the same decision. With 16-bit AMP the count
+        includes the steps the gradient scaler skips anyway (an overflow while it
+        calibrates its scale); bf16 has no scaler. With gradient accumulation the
+        whole accumulated step is skipped (batch norm is restored to before its last
+        micro-batch).
+        """
+        params = [p for p in self.parameters() if p.grad is not None]
+        if params:
+            finite = torch.stack([torch.isfinite(p.grad).all() for p in params]).all()
+            if not bool(finite):
+                self._skip_step(params)
+        self.log(
+            "skipped_steps",
+            float(self.skipped_steps),
+            on_step=True,
+            on_epoch=False,
+            reduce_fx="max",
+        )
+
+    def _skip_step(self, params: list[torch.nn.Parameter]) -> None:
+        for p in params:
+            p.grad = None
+        buffers = list(self.model.buffers())
+        if len(buffers) == len(self._buffers_before):  # saved at this batch's start
+            with torch.no_grad():
+                for buffer, before in zip(buffers, self._buffers_before, strict=True):
+                    buffer.copy_(before)
+        self.skipped_steps += 1
+        shown = ", ".join(self._batch_ids[:5])
+        more = len(self._batch_ids) - 5
+        if more > 0:
+            shown += f" and {more} more"
+        log.warning(
+            "step %d: non-finite gradients (batch: %s); the step is skipped and the "
+            "weights are unchanged (%d skipped so far)",
+            self.global_step,
+            shown or "?",
+            self.skipped_steps,
+        )
+
     def _eval_step(self, batch: Batch, prefix: str) -> None:
+        if not batch.ids:  # every file of the batch was unreadable (each one logged)
+            return
         loss, log_probs, out_lens = self._loss(batch)
         self.log(
             f"{prefix}_loss",
@@ -256,3 +353,7 @@ class ASRTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["asr"] = self.describe()
+        checkpoint["asr_skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_steps = int(checkpoint.get("asr_skipped_steps", 0))

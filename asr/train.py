@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LightningCLI
 
+from asr.atomic import fsync_file, write_error
 from asr.datamodule import ASRDataModule
 from asr.inference import save_model
 from asr.task import ASRTask
@@ -32,8 +33,11 @@ class LastCheckpoint(L.Callback):
 
     Lightning's ModelCheckpoint refreshes its "last" only when it also saved a
     top-k checkpoint, so an epoch that did not improve would be lost to a crash. This
-    writes a temporary file and renames it over the previous one: a kill at any
-    moment leaves either the old or the new checkpoint, never a torn file.
+    writes a temporary file, flushes it to the disk and renames it over the previous
+    one: a kill at any moment leaves either the old or the new checkpoint, never a
+    torn file. A failed write (a full disk) removes the temporary file, keeps the
+    previous ``last.ckpt`` and stops training with a :class:`asr.atomic.WriteError`
+    that names the file and the cause.
 
     Args:
         dirpath: where to write; default ``<log dir>/checkpoints``.
@@ -56,11 +60,23 @@ class LastCheckpoint(L.Callback):
             return
         path = self._path(trainer)
         tmp = path.with_name(path.name + ".tmp")
-        if trainer.is_global_zero:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)  # every rank takes part; rank 0 writes
-        if trainer.is_global_zero:
-            os.replace(tmp, path)
+        rank0 = trainer.is_global_zero
+        try:
+            if rank0:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(tmp)  # every rank takes part; rank 0 writes
+            if rank0:
+                fsync_file(tmp)  # the data is on the disk before the rename
+                os.replace(tmp, path)
+        except BaseException as err:
+            if rank0:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+            if isinstance(err, OSError):
+                raise write_error(path, err) from err
+            raise
         trainer.strategy.barrier("last_checkpoint")
 
 

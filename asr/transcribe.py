@@ -277,7 +277,11 @@ def make_decoder(
     if lm is None and not given:
         return GreedyDecoder(list(labels))
     try:
-        from asr.decoding import build_decoder, resolve_decoder_settings
+        from asr.decoding import (
+            DecoderError,
+            build_decoder,
+            resolve_decoder_settings,
+        )
     except ImportError:
         raise DecoderUnavailable(
             "beam search (--lm, --alpha, --beta, --beam-width) is not available in "
@@ -287,7 +291,19 @@ def make_decoder(
         settings = resolve_decoder_settings(checkpoint, lm, **given)
     else:
         settings = {**given, **({"lm": lm} if lm is not None else {})}
-    return build_decoder(list(labels), **settings)
+    try:
+        return build_decoder(list(labels), **settings)
+    except DecoderError:
+        raise
+    except (TypeError, ValueError) as err:
+        # The command line's values are typed; a decoder.json beside the checkpoint
+        # is only JSON, so a value of the wrong type ("alpha": "0.5") lands here.
+        where = (
+            f"{Path(checkpoint).parent / 'decoder.json'}: "
+            if checkpoint is not None and lm is not None
+            else ""
+        )
+        raise DecoderError(f"{where}bad decoder settings ({err})") from None
 
 
 def _sha256(path: str | os.PathLike[str]) -> str:

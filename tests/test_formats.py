@@ -229,3 +229,62 @@ def test_unwritable_output_is_an_output_error(tmp_path):
     with pytest.raises(OutputError, match="cannot write"):
         write_results([transcript("a", talk(1))], "text", blocker / "x.txt", {})
     assert Path(blocker).read_text().startswith("a file")
+
+
+def test_hostile_names_cannot_write_outside_the_directory(tmp_path):
+    """Stems come from manifest ids and file names: absolute paths, "..", NUL bytes,
+    control characters, names too long for the file system, and a subdirectory that
+    is a symbolic link out of the output directory all end up inside it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "link").symlink_to(outside, target_is_directory=True)
+    stems = [
+        "../../etc/passwd",
+        "/abs/path",
+        "..",
+        "a\x00b",
+        "new\nline",
+        "x" * 1000,
+        "y" * 1000,
+        "link/escape",
+        "link/../../escape2",
+        "C:\\windows\\system32",
+    ]
+    ts = [transcript(s, talk(1)) for s in stems]
+    written = write_results(ts, "text", out, {})
+    assert len(written) == len(stems)
+    root = out.resolve()
+    for p in written:
+        assert p.resolve().is_relative_to(root), p
+        assert len(p.name.encode()) <= 255
+    assert os.listdir(outside) == []
+    names = sorted(p.relative_to(out).as_posix() for p in written)
+    assert "etc/passwd.txt" in names and "abs/path.txt" in names
+    assert "audio.txt" in names and "a_b.txt" in names and "new_line.txt" in names
+    assert "link_escape.txt" in names and "link_escape2.txt" in names
+    assert "C:/windows/system32.txt" in names
+    longs = [n for n in names if n.startswith(("xxx", "yyy"))]
+    assert len(longs) == 2 and longs[0][:150] != longs[1][:150]
+
+
+def test_a_full_disk_is_named_and_the_previous_output_kept(tmp_path, monkeypatch):
+    import errno
+
+    import asr.atomic
+
+    path = tmp_path / "out.txt"
+    write_results([transcript("a", talk(2))], "text", path, {})
+    before = path.read_bytes()
+
+    def half(fd, data):
+        os.write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(asr.atomic, "_write_all", half)
+    with pytest.raises(OutputError) as info:
+        write_results([transcript("b", talk(5))], "text", path, {})
+    assert str(info.value).startswith(f"{path}: cannot write: the disk is full")
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["out.txt"]

@@ -369,3 +369,37 @@ def test_cli_lm_tune_writes_decoder_json(
     # A second run reuses the cached log-probs and prints the table.
     assert main(argv[:-1] + ["--no-save"]) == 0
     assert "best: alpha" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"alpha": "__import__('os').system('touch PWNED')"},
+        {"beam_width": "3"},
+        {"alpha": {"__class__": "os.system"}},
+    ],
+)
+def test_a_hostile_decoder_json_is_one_line_and_runs_nothing(
+    fitted_checkpoint,
+    espeak_manifests,
+    sentences_lm,
+    tmp_path,
+    monkeypatch,
+    capsys,
+    settings,
+):
+    """decoder.json is plain JSON: values of the wrong type are named in one line."""
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / "model.ckpt"
+    shutil.copy(fitted_checkpoint, ckpt)
+    (tmp_path / "decoder.json").write_text(json.dumps(settings))
+    audio = json.loads(espeak_manifests["train"].read_text().splitlines()[0])
+    wav = str(espeak_manifests["train"].parent / audio["audio_filepath"])
+    argv = ["transcribe", wav, "--checkpoint", str(ckpt), "--lm", str(sentences_lm)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"asr transcribe: error: {tmp_path / 'decoder.json'}: bad decoder settings ("
+    )
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["decoder.json", "model.ckpt"]

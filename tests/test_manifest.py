@@ -13,10 +13,13 @@ import soundfile as sf
 from asr.manifest import (
     CATEGORIES,
     ManifestError,
+    ManifestScan,
     Utterance,
     ValidationReport,
     librispeech_manifest,
     read_manifest,
+    scan_manifest,
+    validate_manifest,
     validate_utterances,
     write_manifest,
 )
@@ -394,3 +397,124 @@ def test_validation_reads_each_file_once(tmp_path: Path, monkeypatch) -> None:
     report = validate_utterances(segments, CharTokenizer())
     assert report.ok and len(report.kept) == 4
     assert calls == [str(path)]
+
+
+# ------------------------------------------------------- whole-manifest validation
+
+
+def broken_manifest(tmp_path: Path) -> tuple[Path, Path]:
+    """One problem of each kind, each on its own line, among good lines; and the
+    good audio file."""
+    ok = tone(tmp_path / "ok.wav", 1.0)
+    tone(tmp_path / "short.wav", 0.1)
+    good = {"audio_filepath": "ok.wav", "duration": 1.0, "text": "hello world"}
+    return jsonl(
+        tmp_path / "m.jsonl",
+        json.dumps({**good, "id": "a"}),  # 1: fine
+        '{"audio_filepath": "ok.wav", "duration": 1.0',  # 2: invalid JSON
+        json.dumps({"audio_filepath": "ok.wav", "id": "b"}),  # 3: missing keys
+        json.dumps({**good, "duration": "long", "id": "c"}),  # 4: wrong type
+        b'{"audio_filepath": "ok.wav", "duration": 1.0, "text": "caf\xe9"}',  # 5
+        json.dumps({**good, "text": "50% off", "id": "d"}),  # 6: vocabulary
+        json.dumps({**good, "id": "a"}),  # 7: duplicate id
+        json.dumps({**good, "audio_filepath": "gone.wav", "id": "e"}),  # 8: no file
+        "",  # 9: blank, ignored
+        "[" * 100_000 + "]" * 100_000,  # 10: nested too deeply to parse
+        json.dumps(  # 11: too short for its transcript at 50 frames/s
+            {"audio_filepath": "short.wav", "duration": 0.1, "text": "abcdefgh"}
+        ),
+        json.dumps({**good, "id": "f"}),  # 12: fine
+    ), ok
+
+
+def test_scan_collects_every_bad_line_and_read_stays_strict(tmp_path: Path) -> None:
+    manifest, _ = broken_manifest(tmp_path)
+    scan = scan_manifest(manifest)
+    assert isinstance(scan, ManifestScan)
+    assert scan.lines == [1, 6, 7, 8, 11, 12]
+    assert [int(p.split(":")[1]) for p in scan.problems] == [2, 3, 4, 5, 10]
+    assert "nested too deeply" in scan.problems[-1]
+    assert scan.locations[0] == f"{manifest}:1"
+    with pytest.raises(ManifestError) as info:
+        read_manifest(manifest)
+    assert info.value.problems == scan.problems
+
+
+def test_validate_manifest_reports_everything_with_line_numbers(tmp_path: Path) -> None:
+    manifest, ok = broken_manifest(tmp_path)
+    report = validate_manifest(manifest, output_frames=frames_10ms)
+    assert report.total == 11 and [u.id for u in report.kept] == ["a", "f"]
+    p = report.problems
+    m = str(manifest)
+    assert [x.split(": ")[0] for x in p["malformed line"]] == [
+        f"{m}:{n}" for n in (2, 3, 4, 5, 10)
+    ]
+    assert p["unspellable characters"] == [f"{m}:6: d: '%', '0', '5' in '50% off'"]
+    assert p["duplicate id"] == [f"{m}:7: a: {ok} and {ok} (first at {m}:1)"]
+    gone = tmp_path / "gone.wav"
+    assert p["unreadable audio"] == [f"{m}:8: e ({gone}): file not found"]
+    assert p["too short for its transcript"] == [
+        f"{m}:11: {tmp_path / 'short.wav'}: 0.1 s gives 5 output frames, the "
+        "transcript needs 8 (8 labels + 0 repeats)"
+    ]
+    assert report.count == 9 and not report.ok
+    everything = report.summary(max_examples=None)
+    assert (
+        everything.splitlines()[0] == "11 utterances checked: 2 kept, 9 with problems"
+    )
+    assert "... and" not in everything
+
+
+def test_validate_command_lists_all_problems_and_exits_non_zero(
+    tmp_path: Path, capsys
+) -> None:
+    from asr.cli import main
+
+    manifest, _ = broken_manifest(tmp_path)
+    assert main(["validate", str(manifest), "--frames-per-second", "50"]) == 1
+    out = capsys.readouterr().out
+    for line in (2, 3, 4, 5, 6, 7, 8, 10, 11):
+        assert f"{manifest}:{line}: " in out, line
+    assert f"{manifest}:1: " not in out and f"{manifest}:12: " not in out
+    # Without a frame rate there is no length check; a clean manifest exits 0.
+    assert main(["validate", str(manifest)]) == 1
+    assert f"{manifest}:11: " not in capsys.readouterr().out
+    clean = jsonl(tmp_path / "clean.jsonl", *manifest.read_bytes().splitlines()[11:])
+    assert main(["validate", str(clean)]) == 0
+    assert capsys.readouterr().out == f"{clean}: 1 utterances checked: all usable\n"
+    assert main(["validate", str(tmp_path / "nope.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err == f"asr validate: error: {tmp_path / 'nope.jsonl'}: manifest not found\n"
+    )
+
+
+def test_validate_command_with_a_checkpoint_uses_its_frame_rate(
+    tmp_path: Path, capsys
+) -> None:
+    from asr.cli import main
+    from asr.inference import save_model
+    from asr.task import ASRTask
+
+    task = ASRTask(model_preset="tiny", frontend={"kind": "logmel", "n_mels": 40})
+    ckpt = save_model(task, tmp_path / "model.ckpt")
+    manifest, _ = broken_manifest(tmp_path)
+    assert main(["validate", str(manifest), "--checkpoint", str(ckpt)]) == 1
+    out = capsys.readouterr().out
+    frames = task.output_frames(0.1)
+    assert f"{manifest}:11: " in out and f"gives {frames} output frames" in out
+
+
+def test_manifest_json_cannot_run_anything(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    tone(tmp_path / "ok.wav", 0.5)
+    hostile = [
+        {"audio_filepath": "ok.wav", "duration": 0.5, "text": "x", "__class__": "os"},
+        {"audio_filepath": "ok.wav", "duration": 0.5, "text": "__import__('os')"},
+        {"audio_filepath": "ok.wav", "duration": 0.5, "text": "y", "id": "$(touch P)"},
+    ]
+    manifest = jsonl(tmp_path / "m.jsonl", *map(json.dumps, hostile))
+    utts = read_manifest(manifest)
+    assert [u.text for u in utts] == ["x", "__import__('os')", "y"]
+    assert utts[2].id == "$(touch P)"
+    assert sorted(os.listdir(tmp_path)) == ["m.jsonl", "ok.wav"]

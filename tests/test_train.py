@@ -3,7 +3,12 @@ the curves, exact resumption, and `asr evaluate` on the result."""
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import io
 import json
+import logging
+import os
 import pickle
 import signal
 import subprocess
@@ -11,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -73,22 +79,42 @@ def test_checkpoints_are_self_describing(trained):
         assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
 
 
-def test_killed_run_resumes_to_the_same_weights(espeak_manifests, trained, tmp_path):
-    """SIGKILL as soon as the first last.ckpt exists, resume, compare with `trained`."""
+@pytest.mark.parametrize("moment", ["first checkpoint", "mid-epoch step", "writing"])
+def test_killed_run_resumes_to_the_same_weights(
+    espeak_manifests, trained, tmp_path, moment
+):
+    """SIGKILL a training run in a subprocess -- as soon as the first last.ckpt
+    exists (from outside, at whatever point the run has reached), right after an
+    optimizer step in the middle of the second epoch, or while that epoch's
+    last.ckpt is being written (half of it on the disk) -- then resume from
+    last.ckpt and compare with `trained`, which was never interrupted: the same
+    weights, bit for bit."""
     last = tmp_path / "logs" / "checkpoints" / "last.ckpt"
     args = train_args(espeak_manifests, tmp_path, 2)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    if moment != "first checkpoint":
+        how = "step" if moment == "mid-epoch step" else "writing"
+        args += ["--trainer.callbacks+=kill_probe.KillAt"]
+        args += ["--trainer.callbacks.moment", how]
     proc = subprocess.Popen(
         [sys.executable, "-m", "asr", "train", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
-    deadline = time.monotonic() + 300
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    if moment == "first checkpoint":
+        deadline = time.monotonic() + 300
+        while not last.exists() and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=300) == -signal.SIGKILL
     killed_at = torch.load(last, weights_only=True)["epoch"]
     assert killed_at < 1, "the run finished before it could be interrupted"
+    if moment == "writing":  # the torn file is the temporary one, not last.ckpt
+        torn = last.with_name("last.ckpt.tmp")
+        assert 0 < torn.stat().st_size < last.stat().st_size
+        load_model(last)
     resumed = train(espeak_manifests, tmp_path, 2, "--ckpt_path", str(last))
     a = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
@@ -142,3 +168,320 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
     code = main(["evaluate", str(tmp_path / "x.jsonl"), "--checkpoint", "nope.ckpt"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and "\n" not in err and "nope.ckpt" in err
+
+
+# -- numerical faults -------------------------------------------------------------
+
+
+class _Fault(L.Callback):
+    """Make training step ``at`` non-finite and record the state around it.
+
+    ``how``: ``"nan_audio"`` puts NaN into one waveform of the batch (features, the
+    loss and every gradient turn NaN; batch norm's running statistics too);
+    ``"inf_loss"`` / ``"nan_loss"`` make the CTC loss infinite / NaN for that step.
+    """
+
+    def __init__(self, at: int, how: str) -> None:
+        self.at, self.how = at, how
+        self.before: dict[str, torch.Tensor] = {}
+        self.after: dict[str, torch.Tensor] = {}
+        self._ctc = None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step != self.at:
+            return
+        self.before = {k: v.clone() for k, v in module.state_dict().items()}
+        if self.how == "nan_audio":
+            batch.waves[0, : batch.wave_lens[0] // 2] = float("nan")
+        else:
+            factor = float("inf") if self.how == "inf_loss" else float("nan")
+            self._ctc = module.ctc_loss
+            module.ctc_loss = lambda *a, **k: self._ctc(*a, **k) * factor
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step != self.at + 1:
+            return
+        if self._ctc is not None:
+            module.ctc_loss = self._ctc
+        self.after = {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def fit_steps(
+    manifests, callback, steps: int = 5, precision: str = "32-true", batch_size=4
+):
+    from asr.datamodule import ASRDataModule
+    from asr.task import ASRTask
+
+    torch.manual_seed(0)
+    task = ASRTask(
+        model_preset="tiny", frontend={"kind": "logmel", "n_mels": 40}, lr=3e-3
+    )
+    data = ASRDataModule(
+        train_manifest=str(manifests["train"]),
+        val_manifest=str(manifests["dev"]),
+        max_batch_seconds=20,
+        max_batch_size=batch_size,
+        num_workers=0,
+    )
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        gradient_clip_val=5.0,  # clipping runs after the check: it must not hide it
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[callback],
+    )
+    trainer.fit(task, datamodule=data)
+    return task, trainer
+
+
+@pytest.mark.parametrize(
+    "how,precision",
+    [
+        ("nan_audio", "32-true"),
+        ("inf_loss", "32-true"),
+        ("nan_loss", "32-true"),
+        ("nan_audio", "bf16-mixed"),
+    ],
+)
+def test_a_non_finite_step_is_skipped_and_training_goes_on(
+    espeak_manifests, caplog, how, precision
+):
+    fault = _Fault(at=2, how=how)
+    with caplog.at_level(logging.WARNING, logger="asr.task"):
+        task, trainer = fit_steps(espeak_manifests, fault, precision=precision)
+    assert trainer.global_step == 5
+    # The faulty step left every weight and batch-norm statistic as it was ...
+    assert fault.before and fault.after
+    for name, value in fault.before.items():
+        assert torch.equal(fault.after[name], value), name
+    # ... and training went on from there, with finite weights.
+    final = task.state_dict()
+    assert all(torch.isfinite(v).all() for v in final.values() if v.is_floating_point())
+    assert any(not torch.equal(final[k], fault.after[k]) for k in final)
+    assert task.skipped_steps == 1
+    assert float(trainer.callback_metrics["skipped_steps"]) == 1.0
+    (warning,) = [r.getMessage() for r in caplog.records if "non-finite" in r.message]
+    assert warning.startswith("step 2: non-finite gradients (batch: ")
+    assert "the step is skipped and the weights are unchanged" in warning
+
+
+def test_an_infeasible_utterance_is_named_once_and_costs_nothing(
+    espeak_manifests, caplog
+):
+    from asr.data import SpeechDataset, collate
+    from asr.manifest import read_manifest
+    from asr.task import ASRTask
+
+    task = ASRTask(model_preset="tiny", frontend={"kind": "logmel", "n_mels": 40})
+    utts = read_manifest(espeak_manifests["train"])[:2]
+    utts[1] = dataclasses.replace(utts[1], text="a" * 400, id="too-long-text")
+    data = SpeechDataset(utts, task.tokenizer)
+    batch = collate([data[i] for i in range(2)])
+    with caplog.at_level(logging.WARNING, logger="asr.task"):
+        for _ in range(2):
+            loss, _, _ = task._loss(batch)
+            assert torch.isfinite(loss)
+            loss.backward()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("utterance too-long-text: ")
+    assert "transcript needs 799" in warnings[0]  # 400 labels + 399 repeats
+    assert all(
+        torch.isfinite(p.grad).all() for p in task.parameters() if p.grad is not None
+    )
+
+
+# -- failed writes ------------------------------------------------------------------
+
+
+def _enospc() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _half_torch_save(monkeypatch) -> None:
+    """torch.save writes half of the checkpoint, then the disk is full."""
+    real = torch.save
+
+    def half(obj, f, *args, **kwargs):
+        buffer = io.BytesIO()
+        real(obj, buffer, *args, **kwargs)
+        data = buffer.getvalue()
+        if isinstance(f, (str, os.PathLike)):
+            Path(f).write_bytes(data[: len(data) // 2])
+        else:
+            f.write(data[: len(data) // 2])
+        raise _enospc()
+
+    monkeypatch.setattr(torch, "save", half)
+
+
+def _half_disk_write(monkeypatch) -> None:
+    """The disk fills up after half of the bytes of a file."""
+    import asr.atomic
+
+    def half(fd, data):
+        os.write(fd, bytes(data[: len(data) // 2]))
+        raise _enospc()
+
+    monkeypatch.setattr(asr.atomic, "_write_all", half)
+
+
+def assert_disk_full(error: BaseException, path: Path) -> None:
+    message = str(error)
+    assert message.startswith(f"{path}: cannot write: the disk is full"), message
+    assert "previous version of it is unchanged" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("failure", ["torch.save", "disk write"])
+def test_a_failed_last_ckpt_write_keeps_the_previous_one(
+    tmp_path, monkeypatch, failure
+):
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from asr.atomic import WriteError
+    from asr.train import LastCheckpoint
+
+    callback = LastCheckpoint(dirpath=str(tmp_path))
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+        default_root_dir=tmp_path,
+    )
+    model = BoringModel()
+    trainer.fit(model)
+    last = tmp_path / "last.ckpt"
+    before = last.read_bytes()
+    if failure == "torch.save":
+        _half_torch_save(monkeypatch)
+    else:  # Lightning's writer gets half of the file onto the disk, then ENOSPC
+
+        def half(checkpoint, path, storage_options=None):
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            Path(path).write_bytes(buffer.getvalue()[: buffer.tell() // 2])
+            raise _enospc()
+
+        monkeypatch.setattr(trainer.strategy.checkpoint_io, "save_checkpoint", half)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # a different checkpoint to write
+    with pytest.raises(WriteError) as info:
+        callback.on_validation_end(trainer, model)
+    assert_disk_full(info.value, last)
+    assert last.read_bytes() == before
+    assert os.listdir(tmp_path) == ["last.ckpt"]  # no temporary file left
+    monkeypatch.undo()
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+
+
+@pytest.mark.parametrize("failure", ["torch.save", "disk write"])
+def test_a_failed_model_export_keeps_the_previous_model(tmp_path, monkeypatch, failure):
+    from asr.atomic import WriteError
+    from asr.inference import save_model
+    from asr.task import ASRTask
+
+    task = ASRTask(model_preset="tiny", frontend={"kind": "logmel", "n_mels": 40})
+    path = save_model(task, tmp_path / "model.ckpt")
+    before = path.read_bytes()
+    (_half_torch_save if failure == "torch.save" else _half_disk_write)(monkeypatch)
+    with pytest.raises(WriteError) as info:
+        save_model(task, path)
+    assert_disk_full(info.value, path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["model.ckpt"]
+    monkeypatch.undo()
+    assert load_model(path).sample_rate == 16000
+    # The command line reports it in one line.
+    from asr.cli import _user_errors
+
+    assert isinstance(info.value, _user_errors())
+
+
+# -- untrusted checkpoints ------------------------------------------------------------
+
+
+def _asr_layouts() -> dict[str, dict]:
+    """A slim and a Lightning checkpoint of a real task, to plant an exploit in."""
+    from asr.task import ASRTask
+
+    task = ASRTask(model_preset="tiny", frontend={"kind": "logmel", "n_mels": 40})
+    slim = {
+        "asr": task.describe(),
+        "frontend": task.frontend.state_dict(),
+        "model": task.model.state_dict(),
+    }
+    lightning = {
+        "epoch": 0,
+        "global_step": 1,
+        "state_dict": task.state_dict(),
+        "asr": task.describe(),
+        "optimizer_states": [],
+    }
+    return {"slim": slim, "lightning": lightning}
+
+
+@pytest.mark.parametrize("layout", ["slim", "lightning"])
+@pytest.mark.parametrize("where", ["top", "inside"])
+def test_checkpoint_files_never_run_code(tmp_path, monkeypatch, layout, where):
+    """torch.save'd (zip) checkpoints of both layouts with an object whose unpickling
+    would run code, at the top level or deep inside: refused, nothing runs."""
+    monkeypatch.chdir(tmp_path)
+    state = _asr_layouts()[layout]
+    if where == "top":
+        state["callbacks"] = _Exploit()
+    else:
+        state["asr"]["frontend"] = {"kind": _Exploit()}
+    evil = tmp_path / f"{layout}.ckpt"
+    torch.save(state, evil)
+    with pytest.raises(CheckpointError, match=f"{layout}.ckpt: not a loadable"):
+        load_model(evil)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_resuming_from_a_hostile_checkpoint_runs_no_code(
+    espeak_manifests, tmp_path, monkeypatch
+):
+    """`asr train --ckpt_path` loads through Lightning, with torch's weights-only
+    unpickler (Lightning passes weights_only=None: torch >= 2.6 defaults to True)."""
+    monkeypatch.chdir(tmp_path)
+    state = _asr_layouts()["lightning"]
+    state["loops"] = _Exploit()
+    evil = tmp_path / "last.ckpt"
+    torch.save(state, evil)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        train(espeak_manifests, tmp_path / "run", 1, "--ckpt_path", str(evil))
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_batch_whose_files_all_fail_to_decode_is_skipped(
+    espeak_manifests, tmp_path, caplog
+):
+    """A FLAC cut in half passes the manifest check (its header is intact) and fails
+    only when decoded: with one utterance per batch its batch is empty, and training
+    goes on past it, naming the file."""
+    from asr.manifest import read_manifest, write_manifest
+
+    good = read_manifest(espeak_manifests["train"])[:2]
+    data = Path(good[0].audio_filepath).read_bytes()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(data[: len(data) // 2])
+    bad = dataclasses.replace(good[0], audio_filepath=str(cut), id="cut")
+    manifest = tmp_path / "train.jsonl"
+    write_manifest(manifest, [*good, bad])
+    manifests = {"train": manifest, "dev": espeak_manifests["dev"]}
+    with caplog.at_level(logging.WARNING):
+        task, trainer = fit_steps(manifests, L.Callback(), steps=3, batch_size=1)
+    assert trainer.global_step == 3 and task.skipped_steps == 0
+    assert f"skipping unreadable audio {cut}: corrupt or truncated" in caplog.text
