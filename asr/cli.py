@@ -17,6 +17,7 @@ log = logging.getLogger("asr")
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from asr.atomic import WriteError
     from asr.audio import AudioError
     from asr.datamodule import InvalidDataError
     from asr.decoding import DecoderError
@@ -33,6 +34,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         LMError,
         ManifestError,
         TextError,
+        WriteError,
         FileNotFoundError,
     )
 
@@ -62,6 +64,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("manifest", help="JSON Lines manifest from a LibriSpeech tree")
     p.add_argument("tree", type=Path, help="directory holding SPK/CHAPTER/*.flac")
     p.add_argument("-o", "--output", type=Path, required=True)
+
+    p = sub.add_parser(
+        "validate",
+        help="every problem of a manifest, with line numbers",
+        description="Check a JSON Lines manifest in one pass and list every problem "
+        "with its line: malformed lines (invalid JSON, not UTF-8, missing keys, "
+        "wrong types), audio that is missing or unreadable, empty text, characters "
+        "outside the vocabulary, duplicate ids, audio too short for its transcript "
+        "(with --checkpoint or --frames-per-second) or too long (--max-duration). "
+        "Exit status: 0 no problem, 1 problems (or the manifest cannot be read).",
+    )
+    p.add_argument("manifest", type=Path)
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="check against this model's vocabulary and "
+        "frame rate (output frames for each utterance's duration)",
+    )
+    p.add_argument(
+        "--frames-per-second",
+        type=float,
+        help="model output frames per second of audio, without a checkpoint "
+        "(e.g. 50 for 10 ms features and a time stride of 2)",
+    )
+    p.add_argument("--max-duration", type=float, help="longest usable utterance (s)")
+    p.add_argument("--no-audio", action="store_true", help="skip the audio headers")
+    p.add_argument(
+        "--max-examples", type=int, help="problems listed per category (default: all)"
+    )
 
     _add_transcribe_parser(sub)
 
@@ -114,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "manifest":
             return _manifest(args)
+        if args.command == "validate":
+            return _validate(args)
         if args.command == "transcribe":
             return _transcribe(args)
         if args.command == "evaluate":
@@ -153,7 +186,31 @@ def _manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from asr.manifest import validate_manifest
+
+    tokenizer, output_frames = None, None
+    if args.checkpoint is not None:
+        from asr.inference import load_model
+
+        recognizer = load_model(args.checkpoint)
+        tokenizer, output_frames = recognizer.tokenizer, recognizer.output_frames
+    elif args.frames_per_second is not None:
+        fps = args.frames_per_second
+        output_frames = lambda seconds: int(seconds * fps)  # noqa: E731
+    report = validate_manifest(
+        args.manifest,
+        tokenizer,
+        output_frames=output_frames,
+        check_audio=not args.no_audio,
+        max_duration=args.max_duration,
+    )
+    print(f"{args.manifest}: {report.summary(args.max_examples)}")
+    return 0 if report.ok else 1
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    from asr.atomic import WriteError, atomic_write_text
     from asr.evaluate import default_report_path, evaluate
 
     start = time.perf_counter()
@@ -184,12 +241,10 @@ def _evaluate(args: argparse.Namespace) -> int:
             args.checkpoint, args.manifest, ev.decoder
         )
         try:
-            report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text(ev.report(args.order) + "\n")
-        except OSError as err:
+            atomic_write_text(report, ev.report(args.order) + "\n")
+        except WriteError as err:
             print(
-                f"asr evaluate: warning: cannot write the report to {report} "
-                f"({err.strerror or err}); choose a place with --report",
+                f"asr evaluate: warning: {err}; choose a place with --report",
                 file=sys.stderr,
             )
         else:
@@ -428,6 +483,9 @@ def _transcribe(args: argparse.Namespace) -> int:
         errors += (DecoderError, LMError)
     except ImportError:
         pass
+    # The thread count is process-wide: restore it, so that calling main() from
+    # Python (tests, notebooks) leaves the caller's torch as it was.
+    previous_threads = torch.get_num_threads()
     try:
         sources, failed_inputs = collect_sources(args.inputs)
         n_inputs = len(sources) + len(failed_inputs)
@@ -473,6 +531,8 @@ def _transcribe(args: argparse.Namespace) -> int:
     except errors as err:
         print(f"asr transcribe: error: {err}", file=sys.stderr)
         return 1
+    finally:
+        torch.set_num_threads(previous_threads)
     if isinstance(written, str):
         sys.stdout.write(written)
         sys.stdout.flush()
