@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Longer files are not also run in one pass (its memory grows with the length).
 ONE_PASS_LIMIT = 600.0
 sys.path.insert(0, str(ROOT))
+from bench_memory import child as run_asr  # noqa: E402  (tools/ is on sys.path)
+
 import asr.decoding  # noqa: E402
 from asr.audio import load_audio  # noqa: E402
 from asr.inference import load_model  # noqa: E402
@@ -75,37 +75,12 @@ def join_audio(sources: list[Source], seconds: float, rate: int, path: Path) -> 
     sf.write(path, np.concatenate(parts)[: int(seconds * rate)], rate)
 
 
-# Runs the command and prints the process's peak RSS. VmHWM belongs to the address
-# space made by exec, whereas ru_maxrss would include the pages the child shared with
-# this (large) parent between fork and exec.
-_CHILD = """\
-import re, sys
-from asr.cli import main
-try:
-    code = main(sys.argv[1:])
-except SystemExit as e:  # --help
-    code = e.code
-status = open("/proc/self/status").read()
-print("VmHWM_kB", re.search(r"VmHWM:\\s+(\\d+)", status).group(1), file=sys.stderr)
-sys.exit(code)
-"""
-
-
 def child(argv: list[str]) -> tuple[float, float, int]:
     """(wall seconds, peak RSS MiB, exit status) of ``asr transcribe argv``."""
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, "transcribe", *argv],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wall = time.perf_counter() - start
-    found = re.search(r"VmHWM_kB (\d+)", proc.stderr)
-    if proc.returncode or not found:
-        print(proc.stderr[-2000:], file=sys.stderr)
-    return wall, int(found.group(1)) / 1024 if found else float("nan"), proc.returncode
+    wall, rss, status, err = run_asr(["transcribe", *argv])
+    if status or rss != rss:  # failed, or no peak reported (NaN)
+        print(err[-2000:], file=sys.stderr)
+    return wall, rss, status
 
 
 def main() -> None:
