@@ -71,6 +71,7 @@ $(BENCH_STAMP): pyproject.toml | $(VENV_STAMP)
 
 bench: setup $(BENCH_STAMP)
 	$(PY) tools/bench_ctc.py
+	$(PY) tools/bench_rnn.py
 	$(PY) tools/bench_decode.py --checkpoint $(BENCH_CKPT) --manifest $(BENCH_MANIFEST) \
 		--lm-corpus $(BENCH_LM_CORPUS)
 

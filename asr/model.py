@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from asr.gru import gru_layer
+
 __all__ = ["ConvSpec", "DeepSpeech2", "ModelConfig", "PRESETS", "count_parameters"]
 
 
@@ -235,6 +237,8 @@ class DeepSpeech2(nn.Module):
         self.lookahead = None if c.bidirectional else Lookahead(size, c.lookahead)
         self.out_norm = MaskedBatchNorm(size)
         self.fc = nn.Linear(size, c.vocab_size, bias=False)
+        # GRU layers on the CPU run through asr.gru (False: torch's nn.GRU, packed).
+        self.fast_gru = True
 
     def output_lengths(self, lens: Tensor) -> Tensor:
         """Exact frames out of the conv stack for ``lens`` input frames."""
@@ -280,11 +284,14 @@ class DeepSpeech2(nn.Module):
         """``(B, H_in, T)`` -> ``(B, H, T)``, directions summed, zero past ``lens``."""
         T = x.shape[-1]
         seq = x.permute(2, 0, 1)  # (B, H_in, T) -> (T, B, H_in)
-        packed = pack_padded_sequence(
-            seq, lens.clamp(min=1).cpu(), enforce_sorted=False
-        )
-        out, _ = rnn(packed)
-        out, _ = pad_packed_sequence(out, total_length=T)  # (T, B, D*H)
+        if isinstance(rnn, nn.GRU) and seq.device.type == "cpu" and self.fast_gru:
+            out = gru_layer(rnn, seq, lens)  # same function, faster (asr/gru.py)
+        else:  # cuDNN's fused kernels on CUDA; LSTM
+            packed = pack_padded_sequence(
+                seq, lens.clamp(min=1).cpu(), enforce_sorted=False
+            )
+            out, _ = rnn(packed)
+            out, _ = pad_packed_sequence(out, total_length=T)  # (T, B, D*H)
         if rnn.bidirectional:
             fwd, bwd = out.chunk(2, dim=-1)
             out = fwd + bwd

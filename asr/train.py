@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -117,8 +118,37 @@ class _TrainCLI(LightningCLI):
             log.info("training curves: %s", png)
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it.
+
+    Every training step allocates and frees the same large activation buffers (the
+    convolution outputs are megabytes each). glibc hands blocks above its mmap
+    threshold back to the kernel on free and trims the top of the heap, so the next
+    step page-faults all of them in again: ~35,000 minor page faults per step of the
+    demo model. Raising the mmap threshold to its maximum (32 MiB) and the trim
+    threshold to 1 GiB makes steps reuse their memory (a few hundred faults): 3-4 %
+    faster training on 2 cores (tools/bench_rnn.py). Returns whether it applied
+    (glibc only; elsewhere a no-op).
+    """
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc (musl has no mallopt)
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_trim_threshold, 1 << 30)) and bool(
+        mallopt(m_mmap_threshold, 32 << 20)
+    )
+
+
 def run_training(argv: Sequence[str]) -> None:
     """``asr train [--config FILE] [--section.key value ...] [--ckpt_path LAST]``."""
+    keep_freed_memory()
     _TrainCLI(
         ASRTask,
         ASRDataModule,
