@@ -14,7 +14,7 @@ set -euo pipefail
 
 stage=0
 stop_stage=5
-hours=6.0
+hours=10
 lm_order=4
 jobs=2
 seed=0
@@ -104,11 +104,18 @@ if run_stage 3; then
       log "stage 3: resuming from $last"
       resume=(--ckpt_path "$last")
     fi
+    # The synthetic configs train in bf16-mixed: 1.5x faster than float32 on a CPU
+    # with native bfloat16 (AVX512_BF16 or AMX); without it, float32 is faster.
+    precision=()
+    if ! grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then
+      log "stage 3: this CPU has no native bfloat16 arithmetic: training in float32"
+      precision=(--trainer.precision 32-true)
+    fi
     log "stage 3: training with $config, logs and checkpoints in $exp"
     "$python" -m asr train --config "$config" \
       --data.train_manifest "$data/train.jsonl" --data.val_manifest "$data/dev.jsonl" \
       --trainer.default_root_dir "$exp" --trainer.logger.init_args.save_dir "$exp" \
-      --export "$exp/model.ckpt" "${resume[@]}" "${extra[@]}"
+      --export "$exp/model.ckpt" "${precision[@]}" "${resume[@]}" "${extra[@]}"
     touch "$exp/.train.done"
   fi
 fi
