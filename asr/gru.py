@@ -21,8 +21,9 @@ parameter names, so checkpoints are interchangeable) with
   its valid frames and cannot).
 
 Outputs past an utterance's length are not meaningful; callers mask them (and their
-gradients are then zero). Measured on 2 CPU cores in ``tools/bench_rnn.py``. On CUDA,
-cuDNN's fused kernels are faster, and the model keeps using ``nn.GRU`` there.
+gradients are then zero). Measured on 2 CPU cores in ``tools/bench_rnn.py``. The model
+uses it for training on the CPU only: without autograd (inference, validation)
+``nn.GRU`` is as fast or faster, and on CUDA cuDNN's fused kernels are.
 """
 
 from __future__ import annotations

@@ -237,7 +237,8 @@ class DeepSpeech2(nn.Module):
         self.lookahead = None if c.bidirectional else Lookahead(size, c.lookahead)
         self.out_norm = MaskedBatchNorm(size)
         self.fc = nn.Linear(size, c.vocab_size, bias=False)
-        # GRU layers on the CPU run through asr.gru (False: torch's nn.GRU, packed).
+        # Training GRU layers on the CPU run through asr.gru (False: torch's nn.GRU on
+        # a packed batch, which inference always uses: without autograd it is as fast).
         self.fast_gru = True
 
     def output_lengths(self, lens: Tensor) -> Tensor:
@@ -284,9 +285,14 @@ class DeepSpeech2(nn.Module):
         """``(B, H_in, T)`` -> ``(B, H, T)``, directions summed, zero past ``lens``."""
         T = x.shape[-1]
         seq = x.permute(2, 0, 1)  # (B, H_in, T) -> (T, B, H_in)
-        if isinstance(rnn, nn.GRU) and seq.device.type == "cpu" and self.fast_gru:
-            out = gru_layer(rnn, seq, lens)  # same function, faster (asr/gru.py)
-        else:  # cuDNN's fused kernels on CUDA; LSTM
+        if (
+            isinstance(rnn, nn.GRU)
+            and seq.device.type == "cpu"
+            and self.fast_gru
+            and torch.is_grad_enabled()
+        ):
+            out = gru_layer(rnn, seq, lens)  # the same function, trains faster
+        else:  # inference (no autograd to save), cuDNN on CUDA, LSTM
             packed = pack_padded_sequence(
                 seq, lens.clamp(min=1).cpu(), enforce_sorted=False
             )
