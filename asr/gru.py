@@ -74,9 +74,9 @@ class _GRURecurrence(torch.autograd.Function):
     ) -> Tensor:
         T, D, B, G = gi.shape
         H = G // 3
-        low = matmul_dtype not in (None, gi.dtype)
+        low = matmul_dtype if matmul_dtype not in (None, gi.dtype) else None
         w_t = w_hh.transpose(1, 2)  # (D, H, 3H)
-        w_t_low = w_t.to(matmul_dtype) if low else w_t
+        w_t_low = w_t.to(low) if low else w_t
         bias = b_hh.unsqueeze(1)  # (D, 1, 3H)
         out = gi.new_empty(T, D, B, H)
         gh_all = gi.new_empty(T, D, B, G)
@@ -85,7 +85,7 @@ class _GRURecurrence(torch.autograd.Function):
         h = gi.new_zeros(D, B, H)
         for t in range(T):
             if low:  # the product in low precision, the state in float32
-                product = torch.bmm(h.to(matmul_dtype), w_t_low)
+                product = torch.bmm(h.to(low), w_t_low)
                 gh = torch.add(bias, product, out=gh_all[t])
             else:
                 gh = torch.baddbmm(bias, h, w_t, out=gh_all[t])
@@ -97,14 +97,14 @@ class _GRURecurrence(torch.autograd.Function):
             )
             h = torch.lerp(n, h, rz[..., H:], out=out[t])
         ctx.save_for_backward(w_hh, out, gh_all, rz_all, n_all)
-        ctx.matmul_dtype = matmul_dtype if low else None
+        ctx.low = low
         return out
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
         w_hh, out, gh_all, rz_all, n_all = ctx.saved_tensors
-        low = ctx.matmul_dtype
+        low = ctx.low
         T, D, B, H = out.shape
         r, z = rz_all[..., :H], rz_all[..., H:]
         n, gh_n = n_all, gh_all[..., 2 * H :]

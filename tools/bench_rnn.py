@@ -50,8 +50,18 @@ def alternate(
     return times
 
 
-def ratio(times: dict[str, list[float]], a: str, b: str) -> float:
-    return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+Row = tuple[str, float, float, float]  # what, ours ms, torch ms, ratio
+
+
+def row(what: str, times: dict[str, list[float]], a: str, b: str) -> Row:
+    """Medians of ``a`` and ``b`` in ms and the median of their per-round ratios."""
+    ratio = statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+    return (
+        what,
+        statistics.median(times[a]) * 1e3,
+        statistics.median(times[b]) * 1e3,
+        ratio,
+    )
 
 
 def bench_layer(
@@ -85,21 +95,18 @@ def bench_layer(
         },
         rounds,
     )
-    rows = []
-    for precision in ("fp32", "bf16"):
-        a, b = f"ours {precision}", f"torch {precision}"
-        rows.append(
-            (
-                f"GRU layer fwd+bwd, {precision} (T={T}, B={B}, 512->2x256)",
-                statistics.median(times[a]) * 1e3,
-                statistics.median(times[b]) * 1e3,
-                ratio(times, a, b),
-            )
+    return [
+        row(
+            f"GRU layer fwd+bwd, {p} (T={T}, B={B}, 512->2x256)",
+            times,
+            f"ours {p}",
+            f"torch {p}",
         )
-    return rows
+        for p in ("fp32", "bf16")
+    ]
 
 
-def bench_step(config: Path, rounds: int, batches: int = 4) -> list[tuple]:
+def bench_step(config: Path, rounds: int, batches: int = 4) -> list[Row]:
     cfg = yaml.safe_load(config.read_text())["model"]
     torch.manual_seed(0)
     task = ASRTask(**cfg).train()
@@ -142,14 +149,8 @@ def bench_step(config: Path, rounds: int, batches: int = 4) -> list[tuple]:
     ):
         speed_a = audio / statistics.median(times[a])
         speed_b = audio / statistics.median(times[b])
-        rows.append(
-            (
-                f"training step, {a} vs {b} (xRT {speed_a:.0f} vs {speed_b:.0f})",
-                statistics.median(times[a]) * 1e3,
-                statistics.median(times[b]) * 1e3,
-                ratio(times, a, b),
-            )
-        )
+        what = f"training step, {a} vs {b} (xRT {speed_a:.0f} vs {speed_b:.0f})"
+        rows.append(row(what, times, a, b))
     return rows
 
 
