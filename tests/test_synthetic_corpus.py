@@ -199,6 +199,92 @@ def test_render_sets_level_and_snr() -> None:
     assert not np.array_equal(y[:1000], other[:1000])
 
 
+def test_render_speech_maps_phones_to_the_recording() -> None:
+    """Phone times follow the trim, the lead-in silence and the speed factor."""
+    speaker = msc._make_speaker(1000, "train", "espeak-ng", "en-us", "", 0)
+    dry = dataclasses.replace(
+        speaker.channel, lowpass_hz=None, reverb_rt60_s=None, snr_db=40.0
+    )
+    speaker = dataclasses.replace(speaker, speed=1.25, channel=dry)
+    rate = 22050
+    t = np.arange(rate) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 200 * t)
+    # 0.5 s of silence (trimmed), 0.5 s "aa", 0.5 s "s", 0.3 s of silence.
+    audio = np.concatenate([np.zeros(rate // 2), tone, np.zeros(int(0.3 * rate))])
+    phones = (("sil", 0.0, 0.5), ("aa", 0.5, 1.0), ("s", 1.0, 1.5), ("sil", 1.5, 1.8))
+    speech = msc.Speech(audio, rate, phones)
+    y, mapped = msc.render_speech(speech, speaker, 16000, np.random.default_rng(0))
+    labels = [p[0] for p in mapped]
+    assert labels == ["aa", "s"]  # the silences were trimmed away
+    lead = mapped[0][1]
+    assert 0.10 <= lead <= 0.35  # the lead-in padding
+    assert mapped[0][2] - lead == pytest.approx(0.5 / 1.25, abs=1e-3)
+    assert mapped[1][1] == mapped[0][2]
+    assert mapped[1][2] - mapped[1][1] == pytest.approx(0.5 / 1.25, abs=1e-3)
+    assert mapped[1][2] <= len(y) / 16000
+
+    # The tone is where the phones say it is.
+    def level(a: float, b: float) -> float:
+        x = y[int(a * 16000) : int(b * 16000)].astype(np.float64)
+        return 10 * math.log10(float(np.mean(x**2)))
+
+    assert level(lead + 0.05, mapped[1][2] - 0.05) > level(0.0, lead - 0.02) + 20
+
+
+@requires_tts
+def test_espeak_phones_come_with_the_programs_own_samples(tmp_path: Path) -> None:
+    """The library (for its phoneme events) says each sentence exactly as the
+    espeak-ng program does, whatever it said before: klatt voices draw noise from
+    rand() and the library keeps state between sentences, which a fresh fork per
+    sentence avoids."""
+    sentences = ["The ice broke the pipe.", "A hostile bid.", "Noxious ideas grow."]
+    for voice in ("en-us+klatt2", "en-gb-scotland+f2", "en-us-nyc"):
+        for text in sentences + sentences[:1]:
+            speech = msc._EspeakHelper.say(voice, 190, 40, 60, text)
+            wav = tmp_path / "cli.wav"
+            cmd = ["espeak-ng", "-v", voice, "-s", "190", "-p", "40", "-a", "60"]
+            subprocess.run([*cmd, "-w", str(wav), text], check=True)
+            cli, rate = sf.read(str(wav), dtype="int16")
+            ours = np.round(speech.audio * 32768).astype(np.int16)
+            assert rate == speech.sample_rate
+            assert np.array_equal(ours, cli), (voice, text)  # sample for sample
+            labels = [p[0] for p in speech.phones]
+            assert len([x for x in labels if x != "sil"]) > len(text) // 3
+
+
+@pytest.mark.parametrize(
+    ("engine", "name", "label"),
+    [
+        ("espeak-ng", "a#", "ax"),
+        ("espeak-ng", "dZ", "jh"),
+        ("espeak-ng", "_:", "sil"),
+        ("espeak-ng", ";", None),
+        ("flite", "pau", "sil"),
+        ("festival", "hh", "hh"),
+        ("festival", "EL", "l"),
+    ],
+)
+def test_engine_phones_map_to_arpabet(
+    engine: str, name: str, label: str | None
+) -> None:
+    assert msc.map_phone(engine, name) == label
+
+
+def test_an_unknown_engine_phone_is_an_error_naming_it() -> None:
+    with pytest.raises(msc.SynthesisError, match="'Q9'"):
+        msc.map_phone("espeak-ng", "Q9")
+    with pytest.raises(msc.SynthesisError, match="'xx'"):
+        msc.map_phone("flite", "xx")
+
+
+def test_the_phone_set_is_asr_s() -> None:
+    from asr.text import PHONES
+
+    assert tuple(msc.PHONES) == PHONES
+    assert set(msc.ESPEAK_PHONES.values()) - {None} <= set(PHONES)
+    assert set(msc.CMU_PHONES.values()) <= set(PHONES)
+
+
 def test_room_impulse_response_drr() -> None:
     channel = dataclasses.replace(
         msc._random_channel(np.random.default_rng(0)),
@@ -234,10 +320,40 @@ def test_layout_and_transcripts_match_files(corpus: Path) -> None:
     others = [
         p
         for p in corpus.rglob("*")
-        if p.is_file() and p.suffix not in (".flac", ".txt", ".json")
+        if p.is_file() and p.suffix not in (".flac", ".phones", ".txt", ".json")
     ]
     assert others == []
     assert not list(corpus.rglob(".*"))
+
+
+@requires_tts
+def test_every_recording_has_its_phones_aligned(corpus: Path) -> None:
+    """Each FLAC has a ``.phones`` file from its engine: ARPAbet labels, in order,
+    inside the recording, about as many as the transcript's letters, and on the
+    speech (louder than the lead-in silence)."""
+    from asr.data import read_phones
+    from asr.text import PHONES
+
+    texts = {}
+    for split in ("train", "dev", "test"):
+        texts.update(_transcripts(corpus / split))
+    engines = {s["speaker"]: s["engine"] for s in _voices(corpus)}
+    seen = set()
+    for flac in _flacs(corpus):
+        phones = read_phones(str(flac.with_suffix(".phones")))
+        y, rate = sf.read(str(flac), dtype="float64")
+        starts, ends = phones[:, 1].numpy(), phones[:, 2].numpy()
+        assert (starts[1:] >= ends[:-1] - 1e-4).all(), flac  # in order, no overlap
+        assert starts[0] >= 0.09 and ends[-1] <= len(y) / rate + 1e-4, flac
+        spoken = [PHONES[int(i)] for i in phones[:, 0] if PHONES[int(i)] != "sil"]
+        letters = len(texts[flac.stem].replace(" ", ""))
+        assert 0.4 * letters <= len(spoken) <= 1.3 * letters, (flac, spoken)
+        first = int(starts[0] * rate)
+        speech = y[first : int(ends[-1] * rate)]
+        silence = y[: max(first - 160, 160)]
+        assert np.mean(speech**2) > 10 * np.mean(silence**2), flac
+        seen.add(engines[flac.stem.split("-")[0]])
+    assert seen == set(ENGINES)
 
 
 @requires_tts

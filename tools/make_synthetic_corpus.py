@@ -17,9 +17,20 @@ or from Python: ``generate_corpus(Path(out_dir), hours=2.0, seed=0, jobs=2)``.
 Output, in the LibriSpeech layout (so the LibriSpeech tools read it unchanged)::
 
     OUT_DIR/{train,dev,test}/SPK/CHAPTER/SPK-CHAPTER-UTT.flac   16-bit mono FLAC
+    OUT_DIR/{train,dev,test}/SPK/CHAPTER/SPK-CHAPTER-UTT.phones "LABEL START END"
     OUT_DIR/{train,dev,test}/SPK/CHAPTER/SPK-CHAPTER.trans.txt  "SPK-CHAPTER-UTT TEXT"
     OUT_DIR/voices.json      every speaker's configuration, split, utterances, seconds
     OUT_DIR/config.json      the options the corpus was made with (checked on resume)
+
+Phones. Every engine reports what it spoke and when: espeak-ng's library sends
+phoneme events (the espeak-ng program cannot), flite prints its segments with end
+times (``-psdur``), festival's utterance structure holds them. They are mapped to
+one ARPAbet set (:data:`asr.text.PHONES`; espeak-ng's mnemonics through
+:data:`ESPEAK_PHONES`), carried through the trimming, speed factor and padding into
+the recording's time, and written one ``label start end`` line per phone (seconds)
+beside each FLAC. ``asr manifest`` lists them as ``phones_filepath``; training can
+use them as frame-level targets (``ASRTask.phone_loss_weight``), and they allow
+per-phone diagnostics of a model.
 
 Voices. A *base voice* is what an engine can say a sentence with before we touch
 its parameters:
@@ -111,7 +122,7 @@ import soundfile as sf
 import soxr
 from scipy import signal
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SPLITS = ("train", "dev", "test")
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 
@@ -550,37 +561,343 @@ def _engine_versions() -> dict[str, str]:
     return versions
 
 
+# Phone labels. Every engine reports the phones it spoke with their times; we keep
+# them, mapped to one ARPAbet set, beside each recording (UTT.phones) so that
+# training can use them as frame-level targets (an auxiliary loss; see asr.task).
+# The set is asr.text.PHONES, copied (a test keeps the two equal): importing asr
+# would import torch into every worker.
+PHONES = (
+    "sil aa ae ah ao aw ax ay b ch d dh eh er ey f g hh ih iy jh k l m n ng ow oy "
+    "p r s sh t th uh uw v w y z zh"
+).split()
+# espeak-ng's English phoneme mnemonics (phsource/ph_english*) -> ARPAbet. Rhotic
+# vowels (A@, O@, e@, i@, U@) keep their vowel; syllabic consonants their consonant.
+ESPEAK_PHONES = {
+    "_": "sil",
+    "_:": "sil",
+    "_!": "sil",
+    "_|": "sil",
+    "_^_": "sil",
+    ";": None,
+    "a": "ae",
+    "aa": "ae",
+    "a#": "ax",
+    "a2": "ax",
+    "A:": "aa",
+    "A@": "aa",
+    "A~": "aa",
+    "0": "aa",
+    "V": "ah",
+    "VR": "ah",
+    "@": "ax",
+    "@2": "ax",
+    "@5": "ax",
+    "@-": "ax",
+    "@L": "l",
+    "3": "er",
+    "3:": "er",
+    "E": "eh",
+    "E2": "eh",
+    "E3": "eh",
+    "e": "eh",
+    "e@": "eh",
+    "eI": "ey",
+    "I": "ih",
+    "I2": "ih",
+    "I#": "ih",
+    "IR": "ih",
+    "i": "iy",
+    "i:": "iy",
+    "i@": "ih",
+    "i@3": "ih",
+    "aI": "ay",
+    "aI@": "ay",
+    "aI2": "ay",
+    "aI3": "ay",
+    "aU": "aw",
+    "aU@": "aw",
+    "oU": "ow",
+    "oU#": "ow",
+    "o@": "ao",
+    "O": "ao",
+    "O:": "ao",
+    "O2": "ao",
+    "O@": "ao",
+    "OI": "oy",
+    "U": "uh",
+    "U@": "uh",
+    "u": "uw",
+    "u:": "uw",
+    "b": "b",
+    "d": "d",
+    "d#": "d",
+    "D": "dh",
+    "dZ": "jh",
+    "f": "f",
+    "g": "g",
+    "h": "hh",
+    "j": "y",
+    "k": "k",
+    "l": "l",
+    "l/": "l",
+    "m": "m",
+    "n": "n",
+    "n-": "n",
+    "N": "ng",
+    "p": "p",
+    "r": "r",
+    "r-": "r",
+    "s": "s",
+    "S": "sh",
+    "t": "t",
+    "t#": "t",
+    "t2": "t",
+    "t[": "t",
+    "?": "t",
+    "T": "th",
+    "tS": "ch",
+    "v": "v",
+    "w": "w",
+    "w#": "w",
+    "z": "z",
+    "Z": "zh",
+    "x": "hh",
+}
+# flite's and festival's US phone sets are ARPAbet already, plus these.
+CMU_PHONES = {
+    "pau": "sil",
+    "h#": "sil",
+    "brth": "sil",
+    "#": "sil",
+    "el": "l",
+    "em": "m",
+    "en": "n",
+    "dx": "t",
+    "axr": "er",
+    "ix": "ih",
+    "h": "hh",
+}
+
+
+def map_phone(engine: str, name: str) -> str | None:
+    """One engine phone name -> an ARPAbet label of :data:`PHONES`, or None for a
+    marker that takes no time. Raises SynthesisError for a name we do not know."""
+    if engine == ESPEAK:
+        if name in ESPEAK_PHONES:
+            return ESPEAK_PHONES[name]
+    else:
+        name = name.lower()
+        if name in CMU_PHONES:
+            return CMU_PHONES[name]
+        if name in PHONES:
+            return name
+    raise SynthesisError(f"{engine} spoke a phone we cannot label: {name!r}")
+
+
+Segment = tuple[str, float, float]  # (ARPAbet label, start, end), seconds
+
+
+@dataclass(frozen=True)
+class Speech:
+    """What an engine made of one prompt: ``(n,)`` float64 audio at ``sample_rate``
+    Hz and the phones it spoke, in the engine's time (seconds from the first
+    sample), consecutive and in order."""
+
+    audio: np.ndarray
+    sample_rate: int
+    phones: tuple[Segment, ...]
+
+
+def _segments(
+    engine: str, names_ends: Sequence[tuple[str, float]]
+) -> tuple[Segment, ...]:
+    """Phones given by their end times (flite, festival) -> labelled segments; a
+    marker that maps to no label extends the phone before it."""
+    segments: list[Segment] = []
+    start = 0.0
+    for name, end in names_ends:
+        label = map_phone(engine, name)
+        if end <= start:
+            continue
+        if label is None:
+            if segments:
+                segments[-1] = (segments[-1][0], segments[-1][1], end)
+        else:
+            segments.append((label, start, end))
+        start = end
+    return tuple(segments)
+
+
+# The espeak-ng program cannot say when it speaks each phoneme; its library can
+# (phoneme events), but it keeps state from one sentence to the next (so a sentence
+# would sound different depending on what the process said before) and cannot be
+# initialised twice. So a small helper process (one per worker) initialises the
+# library once and forks a pristine copy of itself for every sentence: the samples
+# depend on the sentence and the settings alone, and are the espeak-ng program's
+# (tested). Requests and replies are length-prefixed messages on its stdin/stdout.
+_ESPEAK_HELPER = r"""
+import ctypes, ctypes.util, os, struct, sys
+
+class Event(ctypes.Structure):  # espeak_EVENT, speak_lib.h
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint),
+                ("text_position", ctypes.c_int), ("length", ctypes.c_int),
+                ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8)]
+
+lib = ctypes.CDLL(ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1")
+# AUDIO_OUTPUT_SYNCHRONOUS, espeakINITIALIZE_PHONEME_EVENTS
+rate = lib.espeak_Initialize(2, 0, None, 1)
+audio, events = [], []
+
+@ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
+                  ctypes.POINTER(Event))
+def on_audio(wav, n, ev):
+    if n > 0:
+        audio.append(ctypes.string_at(wav, 2 * n))
+    i = 0
+    while ev[i].type != 0:  # espeakEVENT_LIST_TERMINATED
+        if ev[i].type == 7:  # espeakEVENT_PHONEME
+            events.append(struct.pack("<8si", ev[i].id, ev[i].sample))
+        i += 1
+    return 0
+
+lib.espeak_SetSynthCallback(on_audio)
+stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+
+def say(request):
+    voice, wpm, pitch, amplitude, text = request.decode().split("\t", 4)
+    if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+        return b"E" + f"no voice {voice!r}".encode()
+    for parameter, value in ((1, wpm), (2, amplitude), (3, pitch)):
+        lib.espeak_SetParameter(parameter, int(value), 0)
+    ctypes.CDLL(None).srand(1)  # the noise sources draw from libc's rand()
+    data = text.encode()
+    # POS_CHARACTER; espeakCHARS_AUTO | espeakENDPAUSE, as the espeak-ng program
+    status = lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 0x1000, None, None)
+    lib.espeak_Synchronize()
+    if status != 0 or not audio:
+        return b"E" + f"synthesis failed (status {status})".encode()
+    return b"K" + struct.pack("<ii", rate, len(events)) + b"".join(events + audio)
+
+if rate <= 0:
+    sys.exit("espeak-ng's library failed to initialise")
+while True:
+    header = stdin.read(4)
+    if len(header) < 4:
+        break
+    request = stdin.read(struct.unpack("<I", header)[0])
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a pristine copy of the initialised library
+        os.close(read_end)
+        with os.fdopen(write_end, "wb") as f:
+            f.write(say(request))
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        reply = f.read()
+    _, status = os.waitpid(pid, 0)
+    reply = reply or b"E" + f"crashed (wait status {status})".encode()
+    stdout.write(struct.pack("<I", len(reply)) + reply)
+    stdout.flush()
+"""
+
+
+class _EspeakHelper:
+    """The worker's end of the espeak-ng helper process (started on first use)."""
+
+    _process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def say(cls, voice: str, wpm: int, pitch: int, amplitude: int, text: str) -> Speech:
+        import struct
+
+        if cls._process is None or cls._process.poll() is not None:
+            cls._process = subprocess.Popen(
+                [sys.executable, "-S", "-c", _ESPEAK_HELPER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        proc = cls._process
+        assert proc.stdin is not None and proc.stdout is not None
+        request = "\t".join(map(str, (voice, wpm, pitch, amplitude, text))).encode()
+        try:
+            proc.stdin.write(struct.pack("<I", len(request)) + request)
+            proc.stdin.flush()
+            header = proc.stdout.read(4)
+            reply = proc.stdout.read(struct.unpack("<I", header)[0])
+        except (OSError, struct.error) as e:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            cls._process = None
+            raise SynthesisError(f"espeak-ng's library failed: {err or e}") from e
+        if reply[:1] != b"K":
+            raise SynthesisError(f"espeak-ng: {reply[1:].decode(errors='replace')}")
+        rate, n = struct.unpack_from("<ii", reply, 1)
+        starts = []
+        for i in range(n):
+            name, sample = struct.unpack_from("<8si", reply, 9 + 12 * i)
+            starts.append((name.rstrip(b"\0").decode("ascii", "replace"), sample))
+        samples = np.frombuffer(reply, dtype="<i2", offset=9 + 12 * n)
+        audio = samples.astype(np.float64) / 32768.0
+        # A phoneme event marks where its phoneme starts; it lasts until the next.
+        ends = [sample for _, sample in starts[1:]] + [len(audio)]
+        names_ends = [
+            (name, end / rate) for (name, _), end in zip(starts, ends, strict=True)
+        ]
+        segments = _segments(ESPEAK, names_ends)
+        first = starts[0][1] / rate if starts else 0.0
+        if first > 0:  # before the first phoneme: silence
+            segments = (("sil", 0.0, first),) + tuple(
+                (label, max(a, first), b) for label, a, b in segments if b > first
+            )
+        return Speech(audio, rate, segments)
+
+
 def _synthesize_espeak(
     speaker: Speaker, prompts: Sequence[str], tmp: Path
-) -> list[Path | str]:
-    results: list[Path | str] = []
+) -> list[Speech | str]:
     args = speaker.engine_args()
-    for i, prompt in enumerate(prompts):
-        wav = tmp / f"{i}.wav"
-        cmd = [ESPEAK, "-v", args["-v"], "-s", str(args["-s"]), "-p", str(args["-p"])]
-        cmd += ["-a", str(args["-a"]), "-w", str(wav), prompt]
-        results.append(_check_output(_run(cmd), wav, cmd))
+    results: list[Speech | str] = []
+    for prompt in prompts:
+        try:
+            results.append(
+                _EspeakHelper.say(
+                    args["-v"], args["-s"], args["-p"], args["-a"], prompt
+                )
+            )
+        except SynthesisError as e:
+            results.append(str(e))
     return results
 
 
 def _synthesize_flite(
     speaker: Speaker, prompts: Sequence[str], tmp: Path
-) -> list[Path | str]:
-    results: list[Path | str] = []
+) -> list[Speech | str]:
+    results: list[Speech | str] = []
     args = speaker.engine_args()
     for i, prompt in enumerate(prompts):
         wav = tmp / f"{i}.wav"
-        cmd = [FLITE, "-voice", speaker.voice]
+        cmd = [FLITE, "-voice", speaker.voice, "-psdur"]
         for name, value in args.items():
             cmd += ["--setf", f"{name}={value}"]
         cmd += ["-t", prompt, "-o", str(wav)]
-        results.append(_check_output(_run(cmd), wav, cmd))
+        proc = _run(cmd)
+        # -psdur prints "name:end name:end ..." (seconds) on one line.
+        names_ends = []
+        for token in proc.stdout.split():
+            name, _, end = token.rpartition(":")
+            try:
+                names_ends.append((name, float(end)))
+            except ValueError:
+                continue
+        results.append(_read_speech(proc, wav, cmd, FLITE, names_ends))
     return results
 
 
 def _synthesize_festival(
     speaker: Speaker, prompts: Sequence[str], tmp: Path
-) -> list[Path | str]:
+) -> list[Speech | str]:
     # One festival process per batch: starting it and loading a voice costs 0.2-0.3 s,
     # longer than synthesizing a sentence. Prompts hold no quote or backslash.
     args = speaker.engine_args()
@@ -598,29 +915,56 @@ def _synthesize_festival(
             "(model_f0_mean 170) (model_f0_std 34)))"
         )
     wavs = [tmp / f"{i}.wav" for i in range(len(prompts))]
-    for prompt, wav in zip(prompts, wavs, strict=True):
+    for i, (prompt, wav) in enumerate(zip(prompts, wavs, strict=True)):
         assert '"' not in prompt and "\\" not in prompt, prompt
+        script.append(f'(set! utt (utt.synth (Utterance Text "{prompt}")))')
+        script.append(f'(utt.save.wave utt "{wav}" \'riff)')
+        # One line per utterance: "@@ i name:end name:end ...".
         script.append(
-            f'(utt.save.wave (utt.synth (Utterance Text "{prompt}")) "{wav}" \'riff)'
+            f'(format t "@@ {i}")(mapcar (lambda (s) (format t " %s:%f" '
+            '(item.name s) (item.feat s "end"))) (utt.relation.items utt '
+            '\'Segment))(format t "\\n")'
         )
     scm = tmp / "batch.scm"
     scm.write_text("\n".join(script) + "\n")
     cmd = [FESTIVAL, "--batch", str(scm)]
     proc = _run(cmd, timeout=60.0 + 10.0 * len(prompts))
-    return [_check_output(proc, wav, cmd) for wav in wavs]
+    phones: dict[int, list[tuple[str, float]]] = {}
+    for line in proc.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "@@" and fields[1].isdigit():
+            pairs = (f.rpartition(":") for f in fields[2:])
+            phones[int(fields[1])] = [(n, float(e)) for n, _, e in pairs if n]
+    return [
+        _read_speech(proc, wav, cmd, FESTIVAL, phones.get(i, []))
+        for i, wav in enumerate(wavs)
+    ]
 
 
-def _check_output(
-    proc: subprocess.CompletedProcess[str], wav: Path, cmd: Sequence[str]
-) -> Path | str:
-    if wav.is_file() and wav.stat().st_size > 44:
-        return wav
-    err = (proc.stderr or proc.stdout or "").strip().splitlines()
-    detail = err[-1] if err else "no output file"
-    return f"{cmd[0]} exited with {proc.returncode}: {detail}"
+def _read_speech(
+    proc: subprocess.CompletedProcess[str],
+    wav: Path,
+    cmd: Sequence[str],
+    engine: str,
+    names_ends: Sequence[tuple[str, float]],
+) -> Speech | str:
+    """The engine's WAV file and its phones, or why there are none."""
+    if not (wav.is_file() and wav.stat().st_size > 44):
+        err = (proc.stderr or proc.stdout or "").strip().splitlines()
+        detail = err[-1] if err else "no output file"
+        return f"{cmd[0]} exited with {proc.returncode}: {detail}"
+    if not names_ends:
+        return f"{cmd[0]} reported no phones for {wav.name}"
+    try:
+        audio, rate = sf.read(str(wav), dtype="float64", always_2d=True)
+        return Speech(audio.mean(axis=1), rate, _segments(engine, names_ends))
+    except (OSError, sf.LibsndfileError, SynthesisError) as e:
+        return f"{wav.name}: {e}"
 
 
-SYNTHESIZERS: dict[str, Callable[[Speaker, Sequence[str], Path], list[Path | str]]] = {
+SYNTHESIZERS: dict[
+    str, Callable[[Speaker, Sequence[str], Path], list[Speech | str]]
+] = {
     ESPEAK: _synthesize_espeak,
     FLITE: _synthesize_flite,
     FESTIVAL: _synthesize_festival,
@@ -704,15 +1048,16 @@ def _active_power(x: np.ndarray, sample_rate: int) -> float:
     return float(np.mean(active))
 
 
-def _trim(x: np.ndarray, sample_rate: int, threshold_db: float = -45.0) -> np.ndarray:
-    """Cut leading and trailing 10 ms frames quieter than ``threshold_db`` re peak."""
+def _trim(x: np.ndarray, sample_rate: int, threshold_db: float = -45.0) -> slice:
+    """The part of ``x`` left after cutting leading and trailing 10 ms frames quieter
+    than ``threshold_db`` re peak."""
     hop = max(1, sample_rate // 100)
     n = len(x) // hop
     if n == 0:
-        return x
+        return slice(0, len(x))
     peak = np.abs(x[: n * hop]).reshape(n, hop).max(axis=1)
     loud = np.nonzero(peak >= peak.max() * 10 ** (threshold_db / 20))[0]
-    return x[loud[0] * hop : (loud[-1] + 1) * hop]
+    return slice(int(loud[0]) * hop, (int(loud[-1]) + 1) * hop)
 
 
 def render(
@@ -722,25 +1067,53 @@ def render(
     sample_rate: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Turn an engine's output into the speaker's recording.
+    """An engine's output as the speaker's recording (:func:`render_speech`)."""
+    return render_speech(
+        Speech(np.asarray(audio), engine_rate, ()), speaker, sample_rate, rng
+    )[0]
 
-    ``audio`` is ``(n,)`` float at ``engine_rate`` Hz; returns ``(m,)`` float32 at
-    ``sample_rate`` Hz in [-1, 1]. Steps: trim the engine's silences, resample with
-    the speaker's speed factor, pad with 0.1-0.35 s of silence each side, high-pass,
-    low-pass, EQ, reverb, set the level, add noise at the speaker's SNR, limit
-    peaks. ``rng`` draws this utterance's padding and noise; the rest is fixed by
-    the speaker.
+
+def render_speech(
+    speech: Speech,
+    speaker: Speaker,
+    sample_rate: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, tuple[Segment, ...]]:
+    """Turn an engine's output into the speaker's recording, and its phones into the
+    recording's time.
+
+    ``speech.audio`` is ``(n,)`` float at ``speech.sample_rate`` Hz; returns ``(m,)``
+    float32 at ``sample_rate`` Hz in [-1, 1] and the phones (seconds in the
+    recording, cut to the speech kept). Steps: trim the engine's silences, resample
+    with the speaker's speed factor, pad with 0.1-0.35 s of silence each side,
+    high-pass, low-pass, EQ, reverb, set the level, add noise at the speaker's SNR,
+    limit peaks. ``rng`` draws this utterance's padding and noise; the rest is fixed
+    by the speaker.
     """
+    engine_rate = speech.sample_rate
     ch = speaker.channel
-    x = _trim(np.asarray(audio, dtype=np.float64), engine_rate)
+    x = np.asarray(speech.audio, dtype=np.float64)
+    kept = _trim(x, engine_rate)
+    x = x[kept]
     if len(x) < 0.2 * engine_rate:
         raise SynthesisError(f"the engine said {len(x) / engine_rate:.2f} s only")
     # Read as if recorded at engine_rate * speed: faster and higher when speed > 1.
     x = soxr.resample(x, engine_rate * speaker.speed, sample_rate)
     pads = rng.uniform(0.10, 0.35, size=2)
-    x = np.concatenate(
-        [np.zeros(int(pads[0] * sample_rate)), x, np.zeros(int(pads[1] * sample_rate))]
+    lead = int(pads[0] * sample_rate)
+    # Engine time t -> recording time: past the lead-in, sped up by the speed factor.
+    t0, t1 = kept.start / engine_rate, kept.stop / engine_rate
+    shift = lead / sample_rate
+    phones = tuple(
+        (
+            label,
+            round(shift + (max(a, t0) - t0) / speaker.speed, 4),
+            round(shift + (min(b, t1) - t0) / speaker.speed, 4),
+        )
+        for label, a, b in speech.phones
+        if min(b, t1) - max(a, t0) >= 0.01  # slivers left by the 10 ms trim: dropped
     )
+    x = np.concatenate([np.zeros(lead), x, np.zeros(int(pads[1] * sample_rate))])
     x = signal.sosfilt(channel_filter(ch, sample_rate), x)
     ir = room_impulse_response(ch, sample_rate)
     if ir is not None:
@@ -755,7 +1128,7 @@ def render(
     peak = float(np.max(np.abs(x)))
     if peak > 0.98:
         x *= 0.98 / peak
-    return x.astype(np.float32)
+    return x.astype(np.float32), phones
 
 
 # ------------------------------------------------------------------------- plan
@@ -1100,14 +1473,13 @@ def _run_task(task: _Task) -> list[_Result]:
                 results.append(_Result(utt.utt_id, 0.0, False, out))
                 continue
             try:
-                audio, engine_rate = sf.read(str(out), dtype="float64", always_2d=True)
                 rng = np.random.default_rng(
                     [task.seed, speaker.speaker_id, utt.index, 1]
                 )
-                y = render(
-                    audio.mean(axis=1), engine_rate, speaker, task.sample_rate, rng
-                )
+                y, phones = render_speech(out, speaker, task.sample_rate, rng)
                 flac = task.directory / f"{utt.utt_id}.flac"
+                # The phones first: a FLAC on disk always has its phones beside it.
+                _write_atomic(flac.with_suffix(".phones"), format_phones(phones))
                 partial = _partial_name(flac)
                 sf.write(
                     str(partial), y, task.sample_rate, format="FLAC", subtype="PCM_16"
@@ -1115,7 +1487,7 @@ def _run_task(task: _Task) -> list[_Result]:
                 os.replace(partial, flac)
                 results.append(_Result(utt.utt_id, len(y) / task.sample_rate, True))
             except (OSError, sf.LibsndfileError, SynthesisError) as e:
-                results.append(_Result(utt.utt_id, 0.0, False, f"{out.name}: {e}"))
+                results.append(_Result(utt.utt_id, 0.0, False, f"{utt.utt_id}: {e}"))
     return results
 
 
@@ -1164,6 +1536,11 @@ def _run_tasks(tasks: Sequence[_Task], jobs: int) -> Iterator[list[_Result]]:
 
 
 # ---------------------------------------------------------------------- outputs
+
+
+def format_phones(phones: Sequence[Segment]) -> str:
+    """``UTT.phones``: one ``label start end`` line per phone (seconds)."""
+    return "".join(f"{label} {a:.4f} {b:.4f}\n" for label, a, b in phones)
 
 
 def _write_atomic(path: Path, text: str) -> None:
