@@ -23,9 +23,16 @@ from torch.utils.data import Dataset, Sampler
 from asr.audio import AudioError, load_audio
 from asr.augment import speed_perturb
 from asr.manifest import Utterance
-from asr.text import CharTokenizer
+from asr.text import PHONES, CharTokenizer
 
-__all__ = ["Batch", "DurationBatchSampler", "SpeechDataset", "collate"]
+__all__ = [
+    "Batch",
+    "DurationBatchSampler",
+    "PhoneError",
+    "SpeechDataset",
+    "collate",
+    "read_phones",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,11 @@ class Batch(NamedTuple):
         target_lens: ``(B,)`` int64.
         ids: utterance ids (or audio paths), for reports.
         texts: reference transcripts.
+        phones: ``(B, S, 3)`` float32 time-aligned phones ``(index in PHONES, start,
+            end)`` in seconds of the (speed-perturbed) waveform; rows past
+            ``phone_lens`` are padding.
+        phone_lens: ``(B,)`` int64 phones per utterance; -1 for an utterance
+            without phones (every frame of it unlabelled).
     """
 
     waves: Tensor
@@ -48,6 +60,8 @@ class Batch(NamedTuple):
     target_lens: Tensor
     ids: list[str]
     texts: list[str]
+    phones: Tensor | None = None
+    phone_lens: Tensor | None = None
 
 
 class _Item(NamedTuple):
@@ -55,6 +69,47 @@ class _Item(NamedTuple):
     tokens: list[int]
     id: str
     text: str
+    phones: Tensor | None = None  # (S, 3): PHONES index, start, end (seconds)
+
+
+class PhoneError(ValueError):
+    """A phones file that cannot be read or parsed (the message names it)."""
+
+
+_PHONE_INDEX = {p: i for i, p in enumerate(PHONES)}
+
+
+def read_phones(path: str) -> Tensor:
+    """A phones file -> ``(S, 3)`` float32 ``(index in PHONES, start, end)``.
+
+    The file has one ``label start end`` line per phone (seconds, ``start <= end``,
+    labels from :data:`asr.text.PHONES`), as the synthetic corpus writes them.
+
+    Raises:
+        PhoneError: the file is unreadable or a line is malformed (file and line
+            named).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PhoneError(f"{path}: cannot read phones: {e}") from e
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            label, start, end = fields[0], float(fields[1]), float(fields[2])
+            if len(fields) != 3 or label not in _PHONE_INDEX or not 0 <= start <= end:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise PhoneError(
+                f"{path}:{lineno}: expected 'LABEL START END' with a label of "
+                f"asr.text.PHONES and 0 <= START <= END seconds, got {line!r}"
+            ) from None
+        rows.append((float(_PHONE_INDEX[label]), start, end))
+    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 3)
 
 
 class SpeechDataset(Dataset):
@@ -99,13 +154,23 @@ class SpeechDataset(Dataset):
         except AudioError as err:
             log.warning("skipping unreadable audio %s", err)
             return None
+        phones = None
+        if utt.phones_filepath is not None:
+            try:
+                phones = read_phones(utt.phones_filepath)
+            except PhoneError as err:
+                # The utterance still trains, without frame targets.
+                log.warning("ignoring phones: %s", err)
+        factor = 1.0
         if self.speed_factors:
             rng = random.Random((self.seed * 1_000_003 + epoch) * 1_000_003 + index)
             factor = rng.choice(self.speed_factors)
             if factor != 1.0:
                 wave = speed_perturb(wave, self.sample_rate, factor)
+        if phones is not None and factor != 1.0:
+            phones[:, 1:] /= factor  # times of the sped-up (or slowed) waveform
         tokens = self.tokenizer.encode(utt.text)
-        return _Item(wave, tokens, utt.id or utt.audio_filepath, utt.text)
+        return _Item(wave, tokens, utt.id or utt.audio_filepath, utt.text, phones)
 
 
 def collate(items: Sequence[_Item | None]) -> Batch:
@@ -119,6 +184,15 @@ def collate(items: Sequence[_Item | None]) -> Batch:
     for i, it in enumerate(kept):
         waves[i, : it.wave.numel()] = it.wave
         targets[i, : len(it.tokens)] = torch.tensor(it.tokens, dtype=torch.int64)
+    phones = phone_lens = None
+    if any(it.phones is not None for it in kept):
+        S = max(len(it.phones) for it in kept if it.phones is not None)
+        phones = torch.zeros(B, S, 3)
+        phone_lens = torch.full((B,), -1, dtype=torch.int64)
+        for i, it in enumerate(kept):
+            if it.phones is not None:
+                phones[i, : len(it.phones)] = it.phones
+                phone_lens[i] = len(it.phones)
     return Batch(
         waves=waves,
         wave_lens=torch.tensor([it.wave.numel() for it in kept], dtype=torch.int64),
@@ -126,6 +200,8 @@ def collate(items: Sequence[_Item | None]) -> Batch:
         target_lens=torch.tensor([len(it.tokens) for it in kept], dtype=torch.int64),
         ids=[it.id for it in kept],
         texts=[it.text for it in kept],
+        phones=phones,
+        phone_lens=phone_lens,
     )
 
 

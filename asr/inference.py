@@ -51,10 +51,7 @@ class Recognizer:
     def frame_seconds(self) -> float:
         """Seconds per output frame: the frontend's hop times the convolutions'
         time strides (10 ms x 4 = 40 ms for the demo model)."""
-        stride = 1
-        for spec in self.model.config.conv:
-            stride *= spec.stride[1]
-        return self.frontend.hop_length * stride / self.sample_rate
+        return self.frontend.hop_length * self.model.frame_stride() / self.sample_rate
 
     def output_frames(self, duration: float) -> int:
         """Model output frames for ``duration`` seconds of audio (for validation)."""

@@ -99,6 +99,10 @@ class Utterance:
         offset: start of the utterance in the file, in seconds.
         id: a unique name, e.g. LibriSpeech's ``"84-121123-0000"``.
         speaker: the speaker's label.
+        phones_filepath: optional time-aligned phones of the utterance (a text file,
+            one ``label start end`` line per phone, seconds from the start of the
+            utterance; :func:`asr.data.read_phones`), e.g. what a text-to-speech
+            engine said it spoke; training can use them as frame targets.
     """
 
     audio_filepath: str
@@ -107,10 +111,11 @@ class Utterance:
     offset: float = 0.0
     id: str | None = None
     speaker: str | None = None
+    phones_filepath: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The manifest record: the three required keys, then ``offset`` (if not
-        zero), ``id`` and ``speaker`` (if not None)."""
+        zero), ``id``, ``speaker`` and ``phones_filepath`` (if not None)."""
         record: dict[str, Any] = {
             "audio_filepath": self.audio_filepath,
             "duration": self.duration,
@@ -122,6 +127,8 @@ class Utterance:
             record["id"] = self.id
         if self.speaker is not None:
             record["speaker"] = self.speaker
+        if self.phones_filepath is not None:
+            record["phones_filepath"] = self.phones_filepath
         return record
 
 
@@ -171,6 +178,11 @@ def _parse_record(obj: object, base: str) -> tuple[Utterance | None, list[str]]:
             labels[key] = str(value)  # numeric speaker/utterance ids are common
         else:
             problems.append(f"{key!r} must be a string, got {_json_type(value)}")
+    phones = obj.get("phones_filepath")
+    if phones is not None and (not isinstance(phones, str) or not phones):
+        problems.append(
+            f"'phones_filepath' must be a non-empty string, got {_json_type(phones)}"
+        )
     if problems:
         return None, problems
     assert isinstance(path, str) and isinstance(text, str), obj
@@ -182,6 +194,9 @@ def _parse_record(obj: object, base: str) -> tuple[Utterance | None, list[str]]:
             offset=float(obj.get("offset") or 0.0),
             id=labels["id"],
             speaker=labels["speaker"],
+            phones_filepath=(
+                os.path.normpath(os.path.join(base, phones)) if phones else None
+            ),
         ),
         [],
     )
@@ -340,7 +355,9 @@ def write_manifest(
     lines = []
     for u in utterances:
         record = u.to_json()
-        record["audio_filepath"] = _relative_if_inside(u.audio_filepath, directory)
+        for key in ("audio_filepath", "phones_filepath"):
+            if record.get(key) is not None:
+                record[key] = _relative_if_inside(record[key], directory)
         try:
             lines.append(json.dumps(record, ensure_ascii=False, allow_nan=False))
         except (TypeError, ValueError) as e:
@@ -372,7 +389,9 @@ def librispeech_manifest(
     Returns:
         One Utterance per transcript line, sorted by id: absolute ``audio_filepath``,
         ``duration`` from the audio header (seconds), ``text`` normalized,
-        ``id`` = the utterance id, ``speaker`` = its SPK part.
+        ``id`` = the utterance id, ``speaker`` = its SPK part, and
+        ``phones_filepath`` when a ``SPK-CHAPTER-UTT.phones`` file lies beside the
+        audio (the synthetic corpus writes them).
 
     Raises:
         ManifestError: listing every problem at once: transcript lines without audio,
@@ -434,6 +453,7 @@ def librispeech_manifest(
         except AudioError as e:
             problems.append(str(e))
             continue
+        phones = audio[uid].with_name(f"{uid}.phones")
         utterances.append(
             Utterance(
                 audio_filepath=os.path.abspath(audio[uid]),
@@ -441,6 +461,7 @@ def librispeech_manifest(
                 text=normalize(texts[uid][0]),
                 id=uid,
                 speaker=uid.split("-", 1)[0],
+                phones_filepath=os.path.abspath(phones) if phones.is_file() else None,
             )
         )
     if problems:

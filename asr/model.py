@@ -258,6 +258,16 @@ class DeepSpeech2(nn.Module):
             ``log_probs`` ``(T', B, V)`` float32 (as CTC losses take them) and
             ``out_lens`` ``(B,)`` with ``T' = max(out_lens)``.
         """
+        log_probs, lens, _ = self.forward_with_hidden(feats, feat_lens, None)
+        return log_probs, lens
+
+    def forward_with_hidden(
+        self, feats: Tensor, feat_lens: Tensor, layer: int | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """:meth:`forward`, plus the output of recurrent layer ``layer`` (an index
+        into the stack, negative from the end) as ``(B, H, T')``, zero past
+        ``out_lens``; None when ``layer`` is None. Auxiliary training targets (frame
+        phones) read it."""
         lens = feat_lens
         x = feats.unsqueeze(1)  # (B, F, T) -> (B, 1, F, T)
         for conv, norm, spec in zip(
@@ -269,17 +279,28 @@ class DeepSpeech2(nn.Module):
             x = norm(x, lens).clamp(0.0, self.config.clip)  # clipped ReLU
         B, Ch, Fr, T = x.shape
         x = x.reshape(B, Ch * Fr, T)  # (B, C, F', T) -> (B, C*F', T)
+        keep = None if layer is None else layer % len(self.rnns)
+        hidden = None
         for i, (norm, rnn) in enumerate(zip(self.rnn_norms, self.rnns, strict=True)):
             x = norm(x, lens) if i else x
             if i:
                 x = self.dropout(x)
             x = self._rnn(rnn, x, lens)
+            if i == keep:
+                hidden = x
         if self.lookahead is not None:
             x = self.lookahead(x, lens).clamp(0.0, self.config.clip)
         x = self.out_norm(x, lens)
         logits = self.fc(x.transpose(1, 2))  # (B, H, T) -> (B, T, H) -> (B, T, V)
         log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # -> (T, B, V)
-        return log_probs, lens
+        return log_probs, lens, hidden
+
+    def frame_stride(self) -> int:
+        """Input (feature) frames per output frame: the product of the time strides."""
+        stride = 1
+        for spec in self.config.conv:
+            stride *= spec.stride[1]
+        return stride
 
     def _rnn(self, rnn: nn.RNNBase, x: Tensor, lens: Tensor) -> Tensor:
         """``(B, H_in, T)`` -> ``(B, H, T)``, directions summed, zero past ``lens``."""

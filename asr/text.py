@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "PHONES",
     "VOCAB",
     "CharTokenizer",
     "TextError",
@@ -26,6 +27,14 @@ __all__ = [
 
 VOCAB: tuple[str, ...] = ("<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz")
 _CHARS = frozenset(VOCAB[1:])  # what VOCAB can spell
+
+# The phone labels of time-aligned phone files (Utterance.phones_filepath): silence
+# and the 39 ARPAbet phones of CMUdict, without stress. Training can predict them
+# frame by frame as an auxiliary task (asr.task.ASRTask.phone_loss_weight).
+PHONES: tuple[str, ...] = tuple(
+    "sil aa ae ah ao aw ax ay b ch d dh eh er ey f g hh ih iy jh k l m n ng ow oy "
+    "p r s sh t th uh uw v w y z zh".split()
+)
 
 # Single quotes, primes, backticks and modifier letters used as apostrophes -> "'".
 _APOSTROPHES = "'`\u2018\u2019\u201a\u201b\u2032\u2035\u02bc\u02b9\u02bb\uff07"

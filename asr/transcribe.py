@@ -37,7 +37,6 @@ is added).
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import threading
 import time
@@ -648,7 +647,7 @@ class Transcriber:
     @property
     def time_stride(self) -> int:
         """Input feature frames per output frame."""
-        return math.prod(spec.stride[1] for spec in self.recognizer.model.config.conv)
+        return self.recognizer.model.frame_stride()
 
     def settings(self) -> dict[str, Any]:
         """The decoder's and the transcriber's settings, for reports."""

@@ -9,7 +9,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from asr.data import DurationBatchSampler, SpeechDataset, collate
+from asr.data import (
+    DurationBatchSampler,
+    PhoneError,
+    SpeechDataset,
+    collate,
+    read_phones,
+)
 from asr.manifest import Utterance
 from asr.text import CharTokenizer
 
@@ -173,3 +179,55 @@ def test_speed_perturbation_depends_only_on_seed_epoch_and_index(tmp_path):
     lengths = {ds[(0, epoch)].wave.numel() for epoch in range(12)}
     assert lengths == {17778, 14546}  # 16000 / 0.9 and / 1.1, rounded up
     assert torch.equal(ds[(0, 5)].wave, ds[(0, 5)].wave)
+
+
+def test_phones_are_read_scaled_by_speed_and_padded_in_batches(tmp_path):
+    from asr.text import PHONES
+
+    phones = tmp_path / "a.phones"
+    phones.write_text("sil 0.00 0.10\nhh 0.10 0.30\naa 0.30 0.90\n")
+    table = read_phones(str(phones))
+    expected = [
+        [0, 0, 0.1],
+        [PHONES.index("hh"), 0.1, 0.3],
+        [PHONES.index("aa"), 0.3, 0.9],
+    ]
+    assert torch.allclose(table, torch.tensor(expected))
+    wave = write_wave(tmp_path / "a.wav", 1.0)
+    utts = [
+        Utterance(wave, 1.0, "ha", id="a", phones_filepath=str(phones)),
+        Utterance(write_wave(tmp_path / "b.wav", 0.5), 0.5, "b", id="b"),
+    ]
+    ds = SpeechDataset(utts, CharTokenizer(), speed_factors=(1.25,))
+    batch = collate([ds[(0, 0)], ds[(1, 0)]])
+    assert batch.phone_lens.tolist() == [3, -1]  # -1: no phones for b
+    # 1.25 times faster: the phones end at 0.9 / 1.25 s of the shorter waveform
+    assert batch.phones[0, 2, 2].item() == pytest.approx(0.72)
+    assert batch.phones.shape == (2, 3, 3)
+    # no utterance with phones: the batch carries none
+    assert collate([ds[(1, 0)]]).phones is None
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [("sil 0 0.1\nqq 0.1 0.2\n", 2), ("aa 0.2 0.1\n", 1), ("aa 0.1\n", 1)],
+)
+def test_a_malformed_phones_file_names_its_line(tmp_path, content, line):
+    path = tmp_path / "x.phones"
+    path.write_text(content)
+    with pytest.raises(PhoneError, match=rf"x\.phones:{line}: expected"):
+        read_phones(str(path))
+
+
+def test_an_unreadable_phones_file_costs_only_its_frame_targets(tmp_path, caplog):
+    utt = Utterance(
+        write_wave(tmp_path / "a.wav", 0.5),
+        0.5,
+        "a",
+        id="a",
+        phones_filepath=str(tmp_path / "missing.phones"),
+    )
+    with caplog.at_level(logging.WARNING):
+        item = SpeechDataset([utt], CharTokenizer())[0]
+    assert "missing.phones" in caplog.text
+    assert item is not None and item.phones is None

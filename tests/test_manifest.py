@@ -270,6 +270,36 @@ def test_librispeech_manifest(tmp_path: Path) -> None:
     assert read_manifest(root / "dev.jsonl") == utterances
 
 
+def test_librispeech_phones_beside_the_audio_are_listed(tmp_path: Path) -> None:
+    """A ``UTT.phones`` file next to the audio (the synthetic corpus writes them)
+    becomes ``phones_filepath``, written relative to the manifest and read back
+    absolute; utterances without one have none."""
+    root = libri_tree(tmp_path / "LibriSpeech")
+    chapter = root / "dev-clean" / "84" / "121123"
+    (chapter / "84-121123-0000.phones").write_text("sil 0.0 0.1\ng 0.1 0.2\n")
+    utterances = {u.id: u for u in librispeech_manifest(root)}
+    assert utterances["84-121123-0000"].phones_filepath == str(
+        chapter / "84-121123-0000.phones"
+    )
+    assert utterances["84-121123-0001"].phones_filepath is None
+    manifest = root / "dev.jsonl"
+    write_manifest(manifest, utterances.values())
+    record = json.loads(manifest.read_text().splitlines()[2])
+    assert record["phones_filepath"] == os.path.join(
+        "dev-clean", "84", "121123", "84-121123-0000.phones"
+    )
+    assert read_manifest(manifest) == list(utterances.values())
+
+
+def test_a_bad_phones_filepath_is_a_problem_of_its_line(tmp_path: Path) -> None:
+    manifest = jsonl(
+        tmp_path / "m.jsonl",
+        '{"audio_filepath": "a.wav", "duration": 1, "text": "x", "phones_filepath": 3}',
+    )
+    with pytest.raises(ManifestError, match=r"m\.jsonl:1: 'phones_filepath' must be"):
+        read_manifest(manifest)
+
+
 def test_librispeech_mismatches_are_all_listed(tmp_path: Path) -> None:
     root = libri_tree(tmp_path / "LibriSpeech")
     chapter = root / "dev-clean" / "84" / "121123"

@@ -485,3 +485,80 @@ def test_a_batch_whose_files_all_fail_to_decode_is_skipped(
         task, trainer = fit_steps(manifests, L.Callback(), steps=3, batch_size=1)
     assert trainer.global_step == 3 and task.skipped_steps == 0
     assert f"skipping unreadable audio {cut}: corrupt or truncated" in caplog.text
+
+
+def test_frame_phone_labels_follow_the_frame_centres():
+    from asr.task import frame_phone_labels
+
+    # frames every 40 ms, centred on 0, 0.04, 0.08, ...
+    phones = torch.tensor(
+        [
+            [[5.0, 0.05, 0.13], [7.0, 0.13, 0.19], [0.0, 0.0, 0.0]],
+            [[9.0, 0.00, 0.30], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
+        ]
+    )
+    labels = frame_phone_labels(
+        phones, torch.tensor([2, -1]), torch.tensor([7, 3]), 0.04
+    )
+    # before the first phone and after the last: silence (0); past the length: -100
+    assert labels[0].tolist() == [0, 0, 5, 5, 7, 0, 0]
+    # an utterance without phones is ignored entirely
+    assert labels[1].tolist() == [-100] * 7
+
+
+def test_the_phone_head_learns_from_real_alignments_and_stays_out_of_the_model(
+    tmp_path,
+):
+    """Frame phone targets from the generator's alignments train an auxiliary head
+    on a middle recurrent layer; the exported model is the plain DeepSpeech2."""
+    from asr.data import SpeechDataset, collate
+    from asr.inference import save_model
+    from asr.manifest import librispeech_manifest
+    from asr.task import ASRTask
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import make_synthetic_corpus as msc
+
+    corpus = tmp_path / "corpus"
+    msc.generate_corpus(
+        corpus,
+        hours=12 / 3600,
+        utts_per_speaker=2,
+        dev_voices=1,
+        test_voices=1,
+        eval_fraction=0.1,
+        max_words=8,
+        progress=lambda msg: None,
+    )
+    utts = librispeech_manifest(corpus / "train")
+    assert utts and all(u.phones_filepath for u in utts)
+    torch.manual_seed(0)
+    task = ASRTask(
+        model_preset="tiny",
+        model={"rnn_layers": 2, "hidden_size": 32},
+        frontend={"kind": "logmel", "n_mels": 40},
+        phone_loss_weight=1.0,
+        phone_layer=0,
+    )
+    batch = collate([SpeechDataset(utts, task.tokenizer)[i] for i in range(len(utts))])
+    opt = torch.optim.AdamW(task.parameters(), lr=1e-2)
+    task.train()
+    phone_losses = []
+    task.log = lambda name, value, **kw: (  # type: ignore[method-assign]
+        phone_losses.append(float(value.detach()))
+        if name == "train_phone_loss"
+        else None
+    )
+    for _ in range(30):
+        opt.zero_grad()
+        loss, _, _ = task._loss(batch)
+        loss.backward()
+        assert task.phone_head.weight.grad.abs().sum() > 0
+        opt.step()
+    assert phone_losses[-1] < 0.7 * phone_losses[0], phone_losses
+    # validation and inference do not need phones; the export has no phone head
+    task.eval()
+    loss, _, _ = task._loss(batch._replace(phones=None, phone_lens=None))
+    assert torch.isfinite(loss)
+    path = save_model(task, tmp_path / "model.ckpt")
+    assert not any("phone" in k for k in load_model(path).model.state_dict())

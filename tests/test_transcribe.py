@@ -63,6 +63,7 @@ class _Example(NamedTuple):  # what asr.data.collate reads from an item
     tokens: list[int]
     id: str
     text: str
+    phones: torch.Tensor | None = None
 
 
 @pytest.fixture(scope="module")
