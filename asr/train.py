@@ -65,7 +65,9 @@ class LastCheckpoint(L.Callback):
         try:
             if rank0:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            trainer.save_checkpoint(tmp)  # every rank takes part; rank 0 writes
+            # every rank takes part; rank 0 writes. The full state (optimizer, loops,
+            # callbacks), for exact resumption.
+            trainer.save_checkpoint(tmp, weights_only=False)
             if rank0:
                 fsync_file(tmp)  # the data is on the disk before the rename
                 os.replace(tmp, path)

@@ -14,7 +14,7 @@ set -euo pipefail
 
 stage=0
 stop_stage=5
-hours=10
+hours=12
 lm_order=4
 jobs=2
 seed=0
