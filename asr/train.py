@@ -24,7 +24,12 @@ from asr.datamodule import ASRDataModule
 from asr.inference import save_model
 from asr.task import ASRTask
 
-__all__ = ["LastCheckpoint", "plot_training_curves", "run_training"]
+__all__ = [
+    "LastCheckpoint",
+    "check_resume_checkpoint",
+    "plot_training_curves",
+    "run_training",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +97,16 @@ class _TrainCLI(LightningCLI):
         )
         parser.link_arguments("data.sample_rate", "model.sample_rate")
 
+    def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (jsonargparse)
+        # Lightning's own version warns whenever sys.argv holds arguments besides
+        # `args` -- always so under `asr train`, which passes them on explicitly.
+        self.config = parser.parse_args(args)
+        # Lightning reads --ckpt_path right after parsing (its hyper-parameters
+        # override the model's): check the file first, for one clear error.
+        ckpt = self.config.get("fit", self.config).get("ckpt_path")
+        if ckpt and str(ckpt) not in _LIGHTNING_CKPT_ALIASES:
+            check_resume_checkpoint(ckpt)
+
     def after_fit(self) -> None:
         trainer, task = self.trainer, self.model
         # trainer.log_dir broadcasts from rank 0 under DDP: a collective, so every
@@ -118,6 +133,59 @@ class _TrainCLI(LightningCLI):
         if metrics.is_file():
             png = plot_training_curves(metrics, out_dir / "training_curves.png")
             log.info("training curves: %s", png)
+
+
+# ckpt_path values Lightning resolves itself rather than as a file name
+_LIGHTNING_CKPT_ALIASES = frozenset({"last", "best", "hpc", "registry"})
+
+_RESUME_KEYS = ("state_dict", "loops", "optimizer_states")
+
+
+def check_resume_checkpoint(path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError`, naming ``path``, unless it is a full Lightning
+    checkpoint that training can resume from.
+
+    Lightning would otherwise fail deep inside ``fit`` with a traceback: an unpickling
+    error for a damaged or hostile file, a ``KeyError`` for the slim exported
+    ``model.ckpt``. The file is read with torch's weights-only unpickler, so a hostile
+    one runs no code here either (Lightning reads it the same way again).
+    """
+    from asr.inference import CheckpointError
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- any failure means "cannot resume"
+        reason = _load_failure_reason(err)
+        raise CheckpointError(
+            f"{p}: not a loadable training checkpoint "
+            f"({type(err).__name__}{': ' + reason if reason else ''})"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{p}: not a training checkpoint (no state dictionary)")
+    missing = [k for k in _RESUME_KEYS if k not in state]
+    if missing:
+        if "asr" in state and "model" in state:
+            raise CheckpointError(
+                f"{p}: an exported model (weights only), not a training checkpoint; "
+                "resume from the run's logs/checkpoints/last.ckpt"
+            )
+        raise CheckpointError(
+            f"{p}: not a training checkpoint (no {', '.join(missing)})"
+        )
+
+
+def _load_failure_reason(err: Exception) -> str:
+    """The informative line of a ``torch.load`` failure: for a refused global, the
+    weights-only unpickler's own reason (not torch's advice to load unsafely)."""
+    text = str(err).strip()
+    marker = "WeightsUnpickler error: "
+    if marker in text:
+        reason = text.split(marker, 1)[1].splitlines()[0]
+        return "refused by the weights-only unpickler: " + reason.split(" Please")[0]
+    return text.splitlines()[0] if text else ""
 
 
 def keep_freed_memory() -> bool:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -460,9 +461,50 @@ def test_resuming_from_a_hostile_checkpoint_runs_no_code(
     state["loops"] = _Exploit()
     evil = tmp_path / "last.ckpt"
     torch.save(state, evil)
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(
+        CheckpointError,
+        match="last.ckpt: not a loadable training checkpoint "
+        r"\(UnpicklingError: refused by the weights-only unpickler: Unsupported "
+        "global: GLOBAL (builtins.)?exec",
+    ):
         train(espeak_manifests, tmp_path / "run", 1, "--ckpt_path", str(evil))
     assert not (tmp_path / "PWNED").exists()
+    # Lightning's own load is weights-only too, should the check ever be bypassed
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        torch.load(evil, weights_only=None)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_resuming_from_what_is_not_a_training_checkpoint_is_one_clear_error(
+    espeak_manifests, trained, tmp_path, capsys, monkeypatch
+):
+    """`asr train --ckpt_path` names the file and the problem on one line, before
+    any training starts, instead of Lightning's traceback from deep inside fit."""
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("not a checkpoint\n")
+    cut = tmp_path / "cut.ckpt"
+    data = (trained / "checkpoints" / "last.ckpt").read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    cases = {
+        tmp_path / "missing.ckpt": "missing.ckpt: no such checkpoint file",
+        junk: "junk.ckpt: not a loadable training checkpoint",
+        cut: "cut.ckpt: not a loadable training checkpoint",
+        trained / "model.ckpt": "model.ckpt: an exported model (weights only), not a "
+        "training checkpoint; resume from the run's logs/checkpoints/last.ckpt",
+    }
+    for i, (path, message) in enumerate(cases.items()):
+        out = tmp_path / f"run{i}"
+        argv = train_args(espeak_manifests, out, 1, "--ckpt_path", str(path))
+        # as from the `asr` script: Lightning's "args and sys.argv" warning is noise
+        monkeypatch.setattr(sys, "argv", ["asr", "train", *argv])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main(["train", *argv]) == 1
+        assert not [w for w in caught if "args parameter" in str(w.message)]
+        err = capsys.readouterr().err
+        assert f"asr train: error: {path.parent}/{message}" in err, err
+        assert "Traceback" not in err
+        assert not (out / "logs" / "checkpoints").exists()  # nothing trained
 
 
 def test_a_batch_whose_files_all_fail_to_decode_is_skipped(
