@@ -662,6 +662,49 @@ ESPEAK_PHONES = {
     "z": "z",
     "Z": "zh",
     "x": "hh",
+    # The rest of the English tables (en, en-us, en-sc, en-rp, en-us-nyc, ...):
+    # variants, and vowels of loan words ("bon vivant": O~).
+    "E#": "eh",
+    "e#": "eh",
+    "e:": "ey",
+    "I2#": "ih",
+    "0#": "aa",
+    "02": "aa",
+    "A#": "ae",  # the BATH vowel; /ae/ as CMUdict has it
+    "a/": "ae",
+    "a#2": "ax",
+    "@#": "ax",
+    "o:": "ow",
+    "O~": "ao",
+    "z#": "z",
+    "z/2": "z",
+    "r/": "r",
+    "l/2": "l",
+    # base1's sounds that English entries may borrow, where ARPAbet has a match
+    "o": "ow",
+    "m-": "m",
+    "N-": "ng",
+    "l-": "l",
+    "R": "r",
+    "R2": "r",
+    "R3": "r",
+    "r.": "r",
+    "l/3": "l",
+    "L": "l",
+    "n^": "n",
+    "d[": "d",
+    "c": "k",
+    "q": "k",
+    "B": "v",
+    "v#": "v",
+    "C": "hh",
+    "X": "hh",
+    "*": "t",  # the alveolar tap, like CMU's dx
+    # pauses
+    "_::": "sil",
+    "_;_": "sil",
+    "||": "sil",
+    "_X1": "sil",
 }
 # flite's and festival's US phone sets are ARPAbet already, plus these.
 CMU_PHONES = {
