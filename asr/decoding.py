@@ -1852,7 +1852,25 @@ def load_decoder_settings(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
         raise DecoderError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(settings, dict):
         raise DecoderError(f"{path}: expected a JSON object of decoder settings")
+    for key in TUNABLE_SETTINGS:
+        if key in settings and (problem := _setting_problem(key, settings[key])):
+            raise DecoderError(f"{path}: bad decoder settings ({problem})")
     return settings
+
+
+def _setting_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` cannot be decoder setting ``key`` (JSON gives no types), or
+    ``None`` if it can: checked when decoder.json is read, not deep in a search."""
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is None:
+        return None  # the decoder's default
+    if key == "beam_width":
+        if not (number and isinstance(value, int) and value >= 1):
+            return f"beam_width must be a whole number >= 1, got {shown}"
+    elif not (number and math.isfinite(value)):
+        return f"{key} must be a finite number, got {shown}"
+    return None
 
 
 def resolve_decoder_settings(

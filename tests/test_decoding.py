@@ -253,6 +253,33 @@ def test_decoder_settings_persist_beside_the_checkpoint(tmp_path, caplog):
         load_decoder_settings(ckpt)
 
 
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"alpha": "0.5"}, "alpha must be a finite number, got '0.5'"),
+        ({"beta": True}, "beta must be a finite number, got True"),
+        ({"token_min_logp": [1]}, r"token_min_logp must be a finite number, got \[1\]"),
+        ({"beam_width": 2.5}, "beam_width must be a whole number >= 1, got 2.5"),
+        ({"beam_width": 0}, "beam_width must be a whole number >= 1, got 0"),
+        ({"beam_width": "x" * 100}, "got 'xxxx.*\\.\\.\\.\\)$"),
+    ],
+)
+def test_decoder_settings_of_the_wrong_type_are_named_when_read(
+    tmp_path, settings, problem
+):
+    """decoder.json is only JSON: a value of the wrong type is refused when the file
+    is read, naming the file, the key and the value -- not deep inside a search."""
+    ckpt = tmp_path / "model.ckpt"
+    path = save_decoder_settings(ckpt, {"alpha": 0.5, "beam_width": 8, **settings})
+    with pytest.raises(
+        DecoderError, match=f"^{path}: bad decoder settings .*{problem}"
+    ):
+        load_decoder_settings(ckpt)
+    for ok in ({"alpha": None}, {"alpha": 1, "beta": -2.5, "beam_width": 64}):
+        save_decoder_settings(ckpt, ok)
+        assert load_decoder_settings(ckpt) == ok
+
+
 # ------------------------------------------- identical to pyctcdecode's own search
 
 # BeamSearchDecoder runs pyctcdecode's search (_decode_logits) in its own compiled
