@@ -28,9 +28,9 @@ __all__ = [
 VOCAB: tuple[str, ...] = ("<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz")
 _CHARS = frozenset(VOCAB[1:])  # what VOCAB can spell
 
-# The phone labels of time-aligned phone files (Utterance.phones_filepath): silence
-# and the 39 ARPAbet phones of CMUdict, without stress. Training can predict them
-# frame by frame as an auxiliary task (asr.task.ASRTask.phone_loss_weight).
+# The phone labels of time-aligned phone files (Utterance.phones_filepath): silence,
+# the 39 ARPAbet phones of CMUdict without stress, and schwa (ax). Training can
+# predict them frame by frame as an auxiliary task (ASRTask.phone_loss_weight).
 PHONES: tuple[str, ...] = tuple(
     "sil aa ae ah ao aw ax ay b ch d dh eh er ey f g hh ih iy jh k l m n ng ow oy "
     "p r s sh t th uh uw v w y z zh".split()

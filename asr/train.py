@@ -12,6 +12,7 @@ import csv
 import logging
 import os
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -148,15 +149,20 @@ def check_resume_checkpoint(path: str | os.PathLike) -> None:
     Lightning would otherwise fail deep inside ``fit`` with a traceback: an unpickling
     error for a damaged or hostile file, a ``KeyError`` for the slim exported
     ``model.ckpt``. The file is read with torch's weights-only unpickler, so a hostile
-    one runs no code here either (Lightning reads it the same way again).
+    one runs no code here either (Lightning reads it the same way again), and
+    memory-mapped: only its small pickled structure is read, not the tensors.
     """
     from asr.inference import CheckpointError
 
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file")
+    if not zipfile.is_zipfile(p):  # what torch.save writes; a cut file is not one
+        raise CheckpointError(
+            f"{p}: not a loadable training checkpoint (not a torch.save archive)"
+        )
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        state = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 -- any failure means "cannot resume"
         reason = _load_failure_reason(err)
         raise CheckpointError(

@@ -181,7 +181,12 @@ def test_render_sets_level_and_snr() -> None:
     t = np.arange(engine_rate) / engine_rate  # one second of a vowel-like tone
     tone = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 20))
     audio = np.concatenate([np.zeros(engine_rate // 2), 0.3 * tone, np.zeros(4000)])
-    y = msc.render(audio, engine_rate, speaker, 16000, np.random.default_rng(0))
+    speech = msc.Speech(audio, engine_rate, ())
+
+    def render(seed: int) -> np.ndarray:
+        return msc.render_speech(speech, speaker, 16000, np.random.default_rng(seed))[0]
+
+    y = render(0)
     assert y.dtype == np.float32 and np.abs(y).max() <= 0.98
 
     def db(x: np.ndarray) -> float:
@@ -193,8 +198,7 @@ def test_render_sets_level_and_snr() -> None:
     middle = y[len(y) // 2 - 4000 : len(y) // 2 + 4000]
     assert db(middle) == pytest.approx(-24.0, abs=1.0)
     # Same generator seed, same samples; another seed, other noise.
-    again = msc.render(audio, engine_rate, speaker, 16000, np.random.default_rng(0))
-    other = msc.render(audio, engine_rate, speaker, 16000, np.random.default_rng(1))
+    again, other = render(0), render(1)
     assert np.array_equal(y, again)
     assert not np.array_equal(y[:1000], other[:1000])
 

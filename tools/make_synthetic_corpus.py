@@ -108,6 +108,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -853,8 +854,6 @@ class _EspeakHelper:
 
     @classmethod
     def say(cls, voice: str, wpm: int, pitch: int, amplitude: int, text: str) -> Speech:
-        import struct
-
         if cls._process is None or cls._process.poll() is not None:
             cls._process = subprocess.Popen(
                 [sys.executable, "-S", "-c", _ESPEAK_HELPER],
@@ -1101,19 +1100,6 @@ def _trim(x: np.ndarray, sample_rate: int, threshold_db: float = -45.0) -> slice
     peak = np.abs(x[: n * hop]).reshape(n, hop).max(axis=1)
     loud = np.nonzero(peak >= peak.max() * 10 ** (threshold_db / 20))[0]
     return slice(int(loud[0]) * hop, (int(loud[-1]) + 1) * hop)
-
-
-def render(
-    audio: np.ndarray,
-    engine_rate: int,
-    speaker: Speaker,
-    sample_rate: int,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """An engine's output as the speaker's recording (:func:`render_speech`)."""
-    return render_speech(
-        Speech(np.asarray(audio), engine_rate, ()), speaker, sample_rate, rng
-    )[0]
 
 
 def render_speech(
