@@ -279,7 +279,7 @@ class ASRTask(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         B = len(batch.ids)
         if B == 0:  # every file of the batch was unreadable (each one logged)
-            return None  # Lightning skips the backward pass and the update
+            return self._empty_batch_loss()
         loss, _, _ = self._loss(batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=B)
         self.log(
@@ -292,6 +292,32 @@ class ASRTask(L.LightningModule):
             sync_dist=True,  # seconds of audio per epoch, summed over the ranks
         )
         return loss
+
+    def _empty_batch_loss(self) -> Tensor | None:
+        """What a training step returns when none of its batch's files could be read.
+
+        One process: ``None``, and Lightning skips the backward pass and the update.
+        Under DDP that would put the ranks' collectives out of step (the others'
+        backward passes wait for this rank's gradients in an all-reduce; a hang, or
+        with gloo a dead peer): instead, a zero loss that touches every trainable
+        parameter, so this rank contributes zero gradients (the step's average then
+        weighs the other ranks' gradients by their share). The per-epoch audio
+        total is logged too, as every rank must sync the same keys.
+        """
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        self.log(
+            "batch_seconds",
+            0.0,
+            batch_size=1,
+            reduce_fx="sum",
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+        )
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.stack([p.sum() for p in params]).sum() * 0.0
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Skip the step if any gradient is NaN or infinite.

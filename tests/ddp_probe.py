@@ -67,7 +67,8 @@ class RankProbe(L.Callback):
         value = float(loss.detach()) if loss is not None else math.nan
         epoch["losses"].append(value if math.isfinite(value) else str(value))
         sr = pl_module.hparams.sample_rate
-        epoch["seconds"].append(float(batch.wave_lens.max()) / sr)
+        longest = float(batch.wave_lens.max()) if batch.ids else 0.0
+        epoch["seconds"].append(longest / sr)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.record["end"] = self._digests(pl_module)

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -619,6 +620,95 @@ def test_ddp_two_cpu_ranks_end_with_identical_weights(
     params = {n: ckpt["state_dict"][n] for n, _ in task.named_parameters()}
     assert state_digest(params) == ranks[1]["end"]["parameters"]
     assert (out / "logs" / "model.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_rank_whose_whole_batch_is_unreadable_does_not_hang_the_others(
+    espeak_manifests, tmp_path
+):
+    """A file that cannot be read when its batch is loaded is logged and left out.
+    When that empties one rank's batch, the other rank's backward pass still waits
+    for this rank's gradients: the empty rank must take part (zero gradients), not
+    skip the step, or the ranks' collectives go out of step (seen here with gloo:
+    rank 1 dies with "Connection closed by peer"; elsewhere a hang). One unreadable
+    file as long as a whole batch (not opened before training: data.check_audio
+    false) gives exactly that."""
+    import torch
+    from ddp_probe import state_digest
+
+    from asr.manifest import Utterance, read_manifest, write_manifest
+    from asr.task import ASRTask
+
+    broken = tmp_path / "broken.flac"
+    broken.write_bytes(b"this is not audio\n" * 512)
+    manifest = tmp_path / "train.jsonl"
+    write_manifest(
+        manifest,
+        [
+            *read_manifest(espeak_manifests["train"]),
+            Utterance(str(broken), 5.5, "a broken file", id="broken"),
+        ],
+    )
+
+    out = tmp_path / "run"
+    probe = out / "probe"
+    cmd = [
+        sys.executable, "-m", "asr", "train", "--config", str(TOY),
+        "--data.train_manifest", str(manifest),
+        "--data.val_manifest", str(espeak_manifests["dev"]),
+        "--data.check_audio", "false",
+        "--data.max_batch_seconds", "6",
+        "--trainer.default_root_dir", str(out),
+        "--trainer.logger.init_args.save_dir", str(out),
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.max_epochs", "1",
+        "--trainer.strategy", "ddp", "--trainer.devices", "2",
+        "--trainer.callbacks+=ddp_probe.RankProbe",
+        "--trainer.callbacks.out_dir", str(probe),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
+    run = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,  # rank 1 is in the same group
+    )  # fmt: skip
+    try:
+        stdout, stderr = run.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.communicate()
+        raise AssertionError("DDP training hung on one rank's empty batch") from None
+    assert run.returncode == 0, stdout[-2000:] + stderr[-5000:]
+    assert "skipping unreadable audio" in stderr and str(broken) in stderr
+
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    b0, b1 = (rec["epochs"]["0"]["batches"] for rec in ranks)
+    assert len(b0) == len(b1) and ranks[0]["global_step"] == ranks[1]["global_step"]
+    # the broken file's batch (the longest: last in SortaGrad order) was empty on
+    # one rank, at a step where the other rank trained on real speech
+    empty = [(r, i) for r, bs in enumerate((b0, b1)) for i, b in enumerate(bs) if not b]
+    assert len(empty) == 1, empty
+    r, i = empty[0]
+    assert (b0, b1)[1 - r][i], "the other rank had a batch at that step"
+    assert ranks[r]["epochs"]["0"]["losses"][i] == 0.0
+    # every step was taken on both ranks alike: the same weights, and they moved
+    assert ranks[0]["end"] == ranks[1]["end"]
+    assert ranks[0]["end"]["parameters"] != ranks[0]["start"]["parameters"]
+    ckpt = torch.load(out / "logs" / "checkpoints" / "last.ckpt", weights_only=True)
+    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k[0] != "_"}
+    task = ASRTask(**hparams)
+    params = {n: ckpt["state_dict"][n] for n, _ in task.named_parameters()}
+    assert state_digest(params) == ranks[0]["end"]["parameters"]
+
+
+def test_empty_batch_in_one_process_skips_the_step():
+    """Alone, an empty batch returns no loss: Lightning skips backward and update
+    (a zero loss would still let AdamW's momentum and weight decay move weights)."""
+    from asr.data import collate
+    from asr.task import ASRTask
+
+    task = ASRTask(model_preset="tiny")
+    empty = collate([None, None])  # both files of the batch were unreadable
+    assert empty.ids == [] and task.training_step(empty, 0) is None
 
 
 def test_sync_batchnorm_is_refused_with_a_clear_error():
