@@ -18,6 +18,13 @@ Real-time factor: seconds of compute over seconds of audio, for the model (front
 network, device-synchronized by the copy of its output to the host) and for the
 decoder separately; ``rtf`` is their sum. Reading and resampling audio is timed
 separately (``load_seconds``) and is not part of the RTF.
+
+Speakers: when every utterance of the manifest names its speaker (``speaker``, as
+``asr manifest`` writes for a LibriSpeech tree), the results are also given per
+speaker, with a second interval that resamples whole speakers. Utterances of one
+speaker share their errors (a voice the model has not learned fails on all of
+them), so with few test speakers the utterance interval is too narrow: the speaker
+interval answers "how different would the rate be with other speakers like these".
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ class UtteranceResult:
         alignment: the word alignment of reference and hypothesis.
         chars: character-level error counts.
         error: why the audio could not be read, or None.
+        speaker: the speaker's label from the manifest, or None.
     """
 
     index: int
@@ -73,6 +81,7 @@ class UtteranceResult:
     alignment: Alignment
     chars: ErrorCounts
     error: str | None = None
+    speaker: str | None = None
 
     @property
     def words(self) -> ErrorCounts:
@@ -127,10 +136,42 @@ class Evaluation:
             )
         return self._ci[level]
 
+    def per_speaker(self) -> dict[str, tuple[int, ErrorCounts, ErrorCounts]]:
+        """Speaker -> (utterances, word counts, character counts), in order of first
+        appearance; empty unless every utterance names its speaker."""
+        if not self.utterances or any(u.speaker is None for u in self.utterances):
+            return {}
+        out: dict[str, tuple[int, ErrorCounts, ErrorCounts]] = {}
+        for u in self.utterances:
+            key = str(u.speaker)
+            n, w, c = out.get(key, (0, ErrorCounts(), ErrorCounts()))
+            out[key] = (n + 1, w + u.words, c + u.chars)
+        return out
+
+    def speaker_ci(self, level: str = "words") -> tuple[float, float]:
+        """Bootstrap 95% interval of the word (or ``"chars"``) error rate that
+        resamples whole speakers (a cluster bootstrap); ``(nan, nan)`` with fewer
+        than two speakers or an utterance without one."""
+        key = f"speakers:{level}"
+        if key not in self._ci:
+            speakers = self.per_speaker()
+            if len(speakers) < 2:
+                self._ci[key] = (math.nan, math.nan)
+            else:
+                counts = [w if level == "words" else c for _, w, c in speakers.values()]
+                self._ci[key] = bootstrap_ci(
+                    [x.errors for x in counts],
+                    [x.reference_length for x in counts],
+                    resamples=self.resamples,
+                    seed=self.seed,
+                )
+        return self._ci[key]
+
     def summary(self) -> dict[str, Any]:
         """JSON-serializable results; rates are fractions (0.05 = 5%)."""
         w, c = self.words, self.chars
         secs = self.audio_seconds
+        speakers = self.per_speaker()
 
         def rtf(x: float) -> float:
             return x / secs if secs else 0.0
@@ -160,6 +201,20 @@ class Evaluation:
             "char_insertions": c.insertions,
             "ci_level": 0.95,
             "bootstrap_resamples": self.resamples,
+            "speakers": len(speakers),
+            "wer_ci_speakers": [_finite(x) for x in self.speaker_ci("words")],
+            "cer_ci_speakers": [_finite(x) for x in self.speaker_ci("chars")],
+            "per_speaker": [
+                {
+                    "speaker": spk,
+                    "utterances": n,
+                    "words": w.reference_length,
+                    "wer": _finite(w.rate),
+                    "chars": c.reference_length,
+                    "cer": _finite(c.rate),
+                }
+                for spk, (n, w, c) in speakers.items()
+            ],
             "audio_seconds": round(secs, 3),
             "model_seconds": round(self.model_seconds, 4),
             "decoding_seconds": round(self.decoding_seconds, 4),
@@ -168,6 +223,25 @@ class Evaluation:
             "rtf_model": rtf(self.model_seconds),
             "rtf_decoding": rtf(self.decoding_seconds),
         }
+
+    @staticmethod
+    def _speaker_lines(s: dict[str, Any]) -> list[str]:
+        """The report's per-speaker header lines (none without speaker labels)."""
+        if not s["per_speaker"]:
+            return []
+        (wlo, whi), (clo, chi) = s["wer_ci_speakers"], s["cer_ci_speakers"]
+        lines = [
+            f"# speakers: {s['speakers']}; 95% CI resampling whole speakers: "
+            f"WER {_pct(wlo)} - {_pct(whi)}, CER {_pct(clo)} - {_pct(chi)}",
+            "# per speaker, worst CER first (speaker, utterances, WER, CER):",
+        ]
+        rows = sorted(s["per_speaker"], key=lambda r: -(r["cer"] or 0.0))
+        lines += [
+            f"#   {r['speaker']}  {r['utterances']}  WER {_pct(r['wer'])}  "
+            f"CER {_pct(r['cer'])}"
+            for r in rows
+        ]
+        return lines
 
     def report(self, order: str = "worst") -> str:
         """The text report: a summary header, then every utterance's alignment.
@@ -194,6 +268,7 @@ class Evaluation:
             f"S {s['substitutions']}, D {s['deletions']}, I {s['insertions']}; "
             f"95% CI {_pct(lo)} - {_pct(hi)})",
             f"# CER {_pct(s['cer'])} ({s['chars']} characters)",
+            *self._speaker_lines(s),
             f"# RTF {s['rtf']:.4f} (model {s['rtf_model']:.4f}, decoding "
             f"{s['rtf_decoding']:.4f}) over {s['audio_seconds']:.1f} s of audio",
             "# Errors in upper case, * for a missing word; OPS: S substitution, "
@@ -333,6 +408,7 @@ def evaluate(
                 alignment=align(ref.split(), hyp_text.split()),
                 chars=char_errors(ref, hyp_text),
                 error=errors.get(i),
+                speaker=u.speaker,
             )
         )
     return Evaluation(

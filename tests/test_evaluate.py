@@ -307,3 +307,74 @@ def test_evaluate_with_an_lm_uses_tuned_then_given_settings(
 
     assert main([*args[:-1], str(model.parent / "missing.bin")]) == 1
     assert "missing.bin" in capsys.readouterr().err
+
+
+def _result(i: int, speaker: str | None, ref: str, hyp: str) -> UtteranceResult:
+    return UtteranceResult(
+        i, f"u{i}", f"u{i}.flac", 1.0, ref, hyp, align_words(ref, hyp),
+        char_errors(ref, hyp), speaker=speaker,
+    )  # fmt: skip
+
+
+def test_speaker_interval_resamples_whole_speakers():
+    """Errors shared within speakers: two of four speakers get every word, two get
+    none. Resampling utterances treats 80 utterances as 80 independent draws; with
+    4 speakers the honest interval is far wider, and it is what the speaker
+    interval gives."""
+    utts = [
+        _result(i, f"spk{s}", "a b c d", "a b c d" if s < 2 else "")
+        for s in range(4)
+        for i in range(s * 20, s * 20 + 20)
+    ]
+    ev = Evaluation("m.jsonl", "model.ckpt", "greedy", {}, utts)
+    s = ev.summary()
+    assert s["wer"] == 0.5 and s["speakers"] == 4
+    (ulo, uhi), (slo, shi) = s["wer_ci"], s["wer_ci_speakers"]
+    assert ulo < 0.5 < uhi and slo <= 0.25 and shi >= 0.75
+    assert (shi - slo) > 2 * (uhi - ulo)
+    rows = [(r["speaker"], r["utterances"], r["words"], r["wer"])
+            for r in s["per_speaker"]]  # fmt: skip
+    assert rows == [("spk0", 20, 80, 0.0), ("spk1", 20, 80, 0.0),
+                    ("spk2", 20, 80, 1.0), ("spk3", 20, 80, 1.0)]  # fmt: skip
+    report = ev.report()
+    assert "# speakers: 4; 95% CI resampling whole speakers: WER " in report
+    lines = [line for line in report.splitlines() if line.startswith("#   spk")]
+    worst_first = ["spk2", "spk3", "spk0", "spk1"]
+    assert [line.split()[1] for line in lines] == worst_first
+
+    # one utterance without a speaker: no per-speaker results rather than wrong ones
+    utts.append(_result(80, None, "a b", "a b"))
+    s = Evaluation("m.jsonl", "model.ckpt", "greedy", {}, utts).summary()
+    assert s["speakers"] == 0 and s["per_speaker"] == []
+    assert s["wer_ci_speakers"] == [None, None] and s["cer_ci_speakers"] == [None, None]
+    header = Evaluation("m.jsonl", "model.ckpt", "greedy", {}, utts).report()
+    assert "speakers" not in header.split("# Errors")[0]
+
+
+def test_per_speaker_results_on_real_speech(espeak_manifests, model, capsys):
+    """The three training voices of the espeak corpus, scored by `asr evaluate`:
+    per-speaker counts add up to the corpus's, and the summary names the spread."""
+    manifest = espeak_manifests["train"]
+    assert main(["evaluate", str(manifest), "--checkpoint", str(model), "--json",
+                 "--no-report"]) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    speakers = {u.speaker for u in read_manifest(manifest)}
+    assert result["speakers"] == len(speakers) == 3
+    rows = result["per_speaker"]
+    assert {r["speaker"] for r in rows} == speakers
+    assert sum(r["utterances"] for r in rows) == result["utterances"]
+    assert sum(r["words"] for r in rows) == result["words"]
+    assert sum(r["chars"] for r in rows) == result["chars"]
+    errors = sum(round(r["wer"] * r["words"]) for r in rows)
+    assert errors == result["errors"]
+    lo, hi = result["cer_ci_speakers"]
+    assert lo <= result["cer"] <= hi
+
+    assert main(["evaluate", str(manifest), "--checkpoint", str(model),
+                 "--no-report"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "3 speakers: CER " in out and "95% CI resampling whole speakers" in out
+    # the dev set has one speaker: no interval over speakers is printed
+    assert main(["evaluate", str(espeak_manifests["dev"]), "--checkpoint",
+                 str(model), "--no-report"]) == 0  # fmt: skip
+    assert "speakers" not in capsys.readouterr().out
