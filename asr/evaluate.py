@@ -128,13 +128,17 @@ class Evaluation:
         """Bootstrap 95% interval of the word (or ``"chars"``) error rate."""
         if level not in self._ci:
             counts = [u.words if level == "words" else u.chars for u in self.utterances]
-            self._ci[level] = bootstrap_ci(
-                [c.errors for c in counts],
-                [c.reference_length for c in counts],
-                resamples=self.resamples,
-                seed=self.seed,
-            )
+            self._ci[level] = self._bootstrap(counts)
         return self._ci[level]
+
+    def _bootstrap(self, counts: list[ErrorCounts]) -> tuple[float, float]:
+        """The interval of the corpus rate, resampling the units ``counts`` holds."""
+        return bootstrap_ci(
+            [c.errors for c in counts],
+            [c.reference_length for c in counts],
+            resamples=self.resamples,
+            seed=self.seed,
+        )
 
     def per_speaker(self) -> dict[str, tuple[int, ErrorCounts, ErrorCounts]]:
         """Speaker -> (utterances, word counts, character counts), in order of first
@@ -159,12 +163,7 @@ class Evaluation:
                 self._ci[key] = (math.nan, math.nan)
             else:
                 counts = [w if level == "words" else c for _, w, c in speakers.values()]
-                self._ci[key] = bootstrap_ci(
-                    [x.errors for x in counts],
-                    [x.reference_length for x in counts],
-                    resamples=self.resamples,
-                    seed=self.seed,
-                )
+                self._ci[key] = self._bootstrap(counts)
         return self._ci[key]
 
     def summary(self) -> dict[str, Any]:
