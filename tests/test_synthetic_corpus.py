@@ -639,3 +639,21 @@ def test_allow_missing_engines_skips_it(
     config = json.loads((out / "config.json").read_text())
     assert config["engines"] == ["espeak-ng", "festival"]
     assert "flite:rms" in config["missing_voices"]
+
+
+def test_training_speakers_range_wider_in_vocal_tract_at_the_same_tempo() -> None:
+    """Training speakers' resampling factor spans 0.84-1.12, held-out speakers'
+    +-6 %; the engine tempo absorbs it, so the speaking rate (engine tempo x speed)
+    is drawn alike for all. Everything else is drawn as for a held-out speaker."""
+    ids = range(400)
+    speakers = {
+        split: [msc._make_speaker(i, split, msc.FLITE, "awb", "", 0) for i in ids]
+        for split in ("train", "test")
+    }
+    train = [s.speed for s in speakers["train"]]
+    held = [s.speed for s in speakers["test"]]
+    assert msc.TRAIN_SPEED[0] <= min(train) < 0.86 and 1.10 < max(train) <= 1.12
+    assert 0.94 <= min(held) and max(held) <= 1.06
+    for t, h in zip(speakers["train"], speakers["test"], strict=True):
+        assert t.channel == h.channel and t.pitch == h.pitch  # same draws...
+        assert t.rate * t.speed == pytest.approx(h.rate * h.speed, rel=2e-3)  # tempo
