@@ -459,3 +459,25 @@ def test_cuda_matches_cpu_and_is_deterministic():
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     torch.testing.assert_close(first[0].cpu(), cpu[0], rtol=1e-12, atol=0)
     torch.testing.assert_close(first[1].cpu(), cpu[1], rtol=1e-10, atol=1e-12)
+
+
+def test_the_package_loads_torch_only_when_the_loss_is_used():
+    """`import asr` (and so `asr --help`) does not import torch; `asr.CTCLoss` and
+    `asr.ctc_loss` still work, as the objects of asr.ctc."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, asr, asr.cli\n"
+        "assert 'torch' not in sys.modules, 'torch imported by import asr'\n"
+        "import asr.ctc\n"
+        "assert asr.CTCLoss is asr.ctc.CTCLoss and asr.ctc_loss is asr.ctc.ctc_loss\n"
+        "try:\n"
+        "    asr.nothing\n"
+        "except AttributeError as e:\n"
+        "    assert 'nothing' in str(e)\n"
+        "else:\n"
+        "    raise AssertionError('asr.nothing did not raise')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
