@@ -265,10 +265,10 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"RTF {result['rtf']:.4f} (model {result['rtf_model']:.4f}, decoding "
             f"{result['rtf_decoding']:.4f}) on {result['audio_seconds']:.1f} s of audio"
         )
-        if result["speakers"] >= 2:  # utterances of one speaker share their errors
+        cers = [r["cer"] for r in result["per_speaker"] if r["cer"] is not None]
+        if result["speakers"] >= 2 and cers:  # one speaker's utterances share errors
             wlo, whi = result["wer_ci_speakers"]
             clo, chi = result["cer_ci_speakers"]
-            cers = [r["cer"] for r in result["per_speaker"] if r["cer"] is not None]
             print(
                 f"{result['speakers']} speakers: CER {pct(min(cers))} - "
                 f"{pct(max(cers))} by speaker; 95% CI resampling whole speakers: "

@@ -143,7 +143,7 @@ for path, name in zip(sys.argv[1:], ("greedy", "with LM")):
     r = json.load(open(path))
     print(f"test (held-out voices), {name}: WER {100 * r['wer']:.1f}%  "
           f"CER {100 * r['cer']:.1f}%  ({r['utterances']} utterances, {r['words']} words)")
-    if r["speakers"] >= 2:  # the interval that resamples whole speakers
+    if None not in r["wer_ci_speakers"] + r["cer_ci_speakers"]:  # >= 2 speakers
         (wlo, whi), (clo, chi) = r["wer_ci_speakers"], r["cer_ci_speakers"]
         print(f"  {r['speakers']} speakers, 95% CI over speakers: WER {100 * wlo:.1f}-"
               f"{100 * whi:.1f}%  CER {100 * clo:.1f}-{100 * chi:.1f}%")
