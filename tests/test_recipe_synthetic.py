@@ -58,15 +58,22 @@ def test_synthetic_recipe_end_to_end(tmp_path):
         assert lines
         first = json.loads(lines[0])
         assert (data / first["audio_filepath"]).is_file()
-    # stage 2: a language model from the training text, with its unigram list
+    # stage 2: a language model from the training text and WordNet's other examples
+    # (none from a dev or test sentence's synset), with its unigram list
     assert (data / "lm.bin").stat().st_size > 0
-    unigrams = (data / "lm.bin.unigrams.txt").read_text().split()
-    train_words = {
-        w
-        for line in (data / "train.jsonl").read_text().splitlines()
-        for w in json.loads(line)["text"].split()
+    texts = {
+        split: [
+            json.loads(line)["text"]
+            for line in (data / f"{split}.jsonl").read_text().splitlines()
+        ]
+        for split in ("train", "dev", "test")
     }
-    assert set(unigrams) == train_words
+    lm_text = (data / "lm_text.txt").read_text().splitlines()
+    assert lm_text[: len(set(texts["train"]))] == list(dict.fromkeys(texts["train"]))
+    assert len(lm_text) > 10_000  # the toy corpus speaks a few dozen of them
+    assert not set(lm_text) & (set(texts["dev"]) | set(texts["test"]))
+    unigrams = set((data / "lm.bin.unigrams.txt").read_text().split())
+    assert unigrams == {w for line in lm_text for w in line.split()}
     # stage 3: a trained, exported model, curves, and a loss that fell
     assert (exp / "model.ckpt").is_file()
     assert (exp / "logs" / "training_curves.png").is_file()

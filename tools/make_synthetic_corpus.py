@@ -454,16 +454,15 @@ def clean_sentence(
     return Sentence(prompt=prompt, transcript=" ".join(w.upper() for w in words))
 
 
-@functools.lru_cache(maxsize=4)
-def load_sentences(
+def synset_examples(
     wordnet_dir: Path = DEFAULT_WORDNET_DIR, min_words: int = 2, max_words: int = 25
-) -> tuple[Sentence, ...]:
-    """All usable WordNet usage examples, de-duplicated by transcript, sorted.
+) -> Iterator[tuple[Sentence, ...]]:
+    """The usable usage examples of each WordNet synset, one tuple per synset line
+    (empty when none is usable), in file order.
 
     The examples are the double-quoted strings after the ``|`` of each synset line
     in ``data.{noun,verb,adj,adv}``.
     """
-    seen: dict[str, Sentence] = {}
     for pos in ("noun", "verb", "adj", "adv"):
         path = wordnet_dir / f"data.{pos}"
         try:
@@ -476,10 +475,23 @@ def load_sentences(
         for line in lines:
             if line.startswith(" ") or "|" not in line:
                 continue  # the license header
-            for raw in re.findall(r'"([^"]*)"', line.split("|", 1)[1]):
-                sentence = clean_sentence(raw, min_words, max_words)
-                if sentence is not None and sentence.transcript not in seen:
-                    seen[sentence.transcript] = sentence
+            raws = re.findall(r'"([^"]*)"', line.split("|", 1)[1])
+            yield tuple(
+                s
+                for s in (clean_sentence(raw, min_words, max_words) for raw in raws)
+                if s is not None
+            )
+
+
+@functools.lru_cache(maxsize=4)
+def load_sentences(
+    wordnet_dir: Path = DEFAULT_WORDNET_DIR, min_words: int = 2, max_words: int = 25
+) -> tuple[Sentence, ...]:
+    """All usable WordNet usage examples, de-duplicated by transcript, sorted."""
+    seen: dict[str, Sentence] = {}
+    for examples in synset_examples(wordnet_dir, min_words, max_words):
+        for sentence in examples:
+            seen.setdefault(sentence.transcript, sentence)
     if not seen:
         raise CorpusError(f"{wordnet_dir}: no usable usage examples in data.*")
     return tuple(seen[t] for t in sorted(seen))

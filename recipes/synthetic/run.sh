@@ -83,12 +83,14 @@ if run_stage 2; then
   if [ -f "$data/.lm.done" ]; then
     log "stage 2: language model already in $data/lm.bin, skipping"
   else
-    # Train-split transcripts only: no dev or test sentence reaches the LM.
-    log "stage 2: $lm_order-gram LM from $data/train.jsonl -> $data/lm.bin"
-    "$python" -c 'import json, sys
-with open(sys.argv[2], "w") as out:
-    for line in open(sys.argv[1]):
-        out.write(json.loads(line)["text"] + "\n")' "$data/train.jsonl" "$data/lm_text.txt"
+    # The training transcripts and every other WordNet example, except the synsets
+    # of dev and test sentences: no held-out sentence, or its siblings, reaches the LM.
+    log "stage 2: $lm_order-gram LM from $data/train.jsonl and WordNet -> $data/lm.bin"
+    # The generator's --wordnet-dir, if --corpus-opts gave one.
+    wordnet_opt=$(grep -oE -- '--wordnet-dir[= ][^ ]+' <<<"$corpus_opts" | head -1 | tr '=' ' ' || true)
+    # shellcheck disable=SC2086  # wordnet_opt is an option and its value, or nothing
+    "$python" tools/wordnet_lm_text.py -o "$data/lm_text.txt" $wordnet_opt \
+      --include "$data/train.jsonl" --exclude "$data/dev.jsonl" "$data/test.jsonl"
     "$python" -m asr lm build "$data/lm_text.txt" -o "$data/lm.bin" --order "$lm_order"
     touch "$data/.lm.done"
   fi

@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""Language-model text for the synthetic corpus: every WordNet usage example that
+is not held out, not only the sentences that were spoken for training.
+
+    python tools/wordnet_lm_text.py -o LM_TEXT --include train.jsonl \\
+        --exclude dev.jsonl test.jsonl [--wordnet-dir DIR]
+
+The corpus speaks a fraction of WordNet's ~46,000 usable examples (the 12 h demo
+corpus: 15,000 for training, 4,000 for dev and test); the rest is text in the same
+register that costs nothing to use. Written one per line:
+
+- every transcript of the ``--include`` manifests (the training text), then
+- the examples of every synset none of whose examples is in an ``--exclude``
+  manifest. A held-out sentence's whole synset is left out, not only the sentence:
+  its sibling examples show the same rare word ("pentamerous flowers") and would
+  tell the LM what the test says.
+
+Each line once. Examples are cleaned as the generator cleans what it speaks
+(:func:`make_synthetic_corpus.clean_sentence`) and then normalized as manifests are
+(:func:`asr.text.normalize`: lower case, "boys'" -> "boys"), so the LM's words are
+the transcripts' words and a held-out sentence is recognised in either form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from make_synthetic_corpus import (  # noqa: E402
+    DEFAULT_WORDNET_DIR,
+    CorpusError,
+    synset_examples,
+)
+
+from asr.text import normalize  # noqa: E402
+
+
+@dataclass(frozen=True)
+class LmTextSummary:
+    out: Path
+    included: int  # lines from the --include manifests
+    added: int  # further WordNet examples
+    held_out_synsets: int  # synsets left out for holding a held-out sentence
+    held_out_sentences: int  # distinct texts in the --exclude manifests
+
+
+def manifest_texts(paths: Iterable[Path]) -> list[str]:
+    """The ``text`` of every line of the manifests, in order (a clear error naming
+    the file and line for anything unreadable)."""
+    texts = []
+    for path in paths:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise CorpusError(f"{path}: cannot read manifest ({e.strerror})") from e
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)["text"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise CorpusError(
+                    f"{path}:{n}: not a manifest line with a text ({e})"
+                ) from e
+            if not isinstance(text, str):
+                raise CorpusError(f"{path}:{n}: text is not a string")
+            texts.append(normalize(text))
+    return texts
+
+
+def write_lm_text(
+    out: Path,
+    include: Iterable[Path] = (),
+    exclude: Iterable[Path] = (),
+    wordnet_dir: Path = DEFAULT_WORDNET_DIR,
+    min_words: int = 1,
+    max_words: int = 1000,
+) -> LmTextSummary:
+    """Write the LM text (see the module docstring); atomically, so an interrupted
+    run leaves no half file."""
+    held_out = set(manifest_texts(exclude))
+    lines: dict[str, None] = dict.fromkeys(t for t in manifest_texts(include) if t)
+    included = len(lines)
+    held_out_synsets = 0
+    for examples in synset_examples(Path(wordnet_dir), min_words, max_words):
+        texts = [normalize(e.transcript) for e in examples]
+        if any(t in held_out for t in texts):
+            held_out_synsets += 1
+            continue
+        lines.update(dict.fromkeys(texts))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    tmp.replace(out)
+    return LmTextSummary(
+        out=out,
+        included=included,
+        added=len(lines) - included,
+        held_out_synsets=held_out_synsets,
+        held_out_sentences=len(held_out),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-o", "--out", type=Path, required=True, help="text to write")
+    parser.add_argument(
+        "--include", type=Path, nargs="*", default=[], help="manifests to keep whole"
+    )
+    parser.add_argument(
+        "--exclude",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="held-out manifests: their sentences' synsets are left out",
+    )
+    parser.add_argument(
+        "--wordnet-dir", type=Path, default=DEFAULT_WORDNET_DIR, help="WordNet data.*"
+    )
+    args = parser.parse_args(argv)
+    try:
+        s = write_lm_text(args.out, args.include, args.exclude, args.wordnet_dir)
+    except CorpusError as e:
+        print(f"wordnet_lm_text: error: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"{s.out}: {s.included + s.added} lines ({s.included} from the included "
+        f"manifests, {s.added} more WordNet examples); {s.held_out_synsets} synsets "
+        f"left out for the {s.held_out_sentences} held-out sentences"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
