@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Any
 
 import lightning as L
@@ -468,6 +469,12 @@ class ASRTask(L.LightningModule):
             )
         n = count_parameters(self.model)
         self.print(f"DeepSpeech2 ({self.hparams.model_preset}): {n:,} parameters")
+        # training_step returns None only for a batch none of whose files could be
+        # read, and that is logged with the files' names: Lightning's generic "if this
+        # was on purpose, ignore this warning" beside it only confuses.
+        warnings.filterwarnings(
+            "ignore", message=r"`training_step` returned `None`", category=UserWarning
+        )
 
     # -- checkpoints ------------------------------------------------------------------
 
