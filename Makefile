@@ -62,7 +62,7 @@ demo: setup
 # The decoding bench needs a trained model and its data: `make demo` makes them.
 BENCH_CKPT ?= exp/demo/model.ckpt
 BENCH_MANIFEST ?= data/synthetic/test.jsonl
-BENCH_LM_CORPUS ?= data/synthetic/train.jsonl
+BENCH_LM ?= data/synthetic/lm.bin
 BENCH_STAMP := .venv/.bench-installed
 
 $(BENCH_STAMP): pyproject.toml | $(VENV_STAMP)
@@ -73,7 +73,7 @@ bench: setup $(BENCH_STAMP)
 	$(PY) tools/bench_ctc.py
 	$(PY) tools/bench_rnn.py
 	$(PY) tools/bench_decode.py --checkpoint $(BENCH_CKPT) --manifest $(BENCH_MANIFEST) \
-		--lm-corpus $(BENCH_LM_CORPUS)
+		--lm $(BENCH_LM) --limit 200 --rounds 5
 
 lint: setup
 	.venv/bin/ruff check asr tests tools
