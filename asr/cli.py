@@ -463,7 +463,7 @@ def _add_transcribe_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="intra-op CPU threads (default: 1, measured fastest for the demo "
         "model on 2 cores shared with other work; on 2 idle cores 2 threads are "
-        "1.3x faster, and more can help a large model on many idle cores)",
+        "1.3-1.6x faster, and more can help a large model on many idle cores)",
     )
 
 

@@ -89,8 +89,7 @@ OVERLAP_SECONDS = 5.0
 # model, greedy): one thread 1.7x faster than two (median of alternating rounds;
 # 167x vs 99x real time), since a second intra-op thread contends with the other
 # processes and with our own reader thread, and this model's matrices are small.
-# On the idle machine two threads are 1.31x faster (327x vs 247x real time): one
-# thread loses less there than two lose on a busy machine.
+# On the idle machine two threads are 1.3-1.6x faster (348x vs 220x real time).
 DEFAULT_THREADS = 1
 # Audio is read from disk in blocks of this many seconds.
 _BLOCK_SECONDS = 10.0

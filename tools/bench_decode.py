@@ -206,7 +206,12 @@ def main() -> int:
     p.add_argument("--beam-prune-logp", type=float, default=-10.0)
     p.add_argument("--token-min-logp", type=float, default=-5.0)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--limit", type=int, default=100, help="utterances (0: all)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=100,
+        help="utterances, spread evenly over the manifest (0: all)",
+    )
     p.add_argument("--workers", type=int, default=2, help="for the pool row")
     p.add_argument("--work-dir", type=Path, default=Path("exp/bench"))
     args = p.parse_args()
@@ -234,8 +239,13 @@ def main() -> int:
             cache=args.work_dir / f"{args.manifest.stem}.logprobs.npz",
         )
         source = f"{args.manifest} through {args.checkpoint}"
-    n = args.limit or len(data.ids)
-    lps, refs = data.log_probs[:n], data.references[:n]
+    # --limit utterances spread evenly over the manifest (which is in speaker order),
+    # so every speaker is in the sample and the WERs mean what the test set's do
+    n_all = len(data.ids)
+    n = min(args.limit or n_all, n_all)
+    picked = [i * n_all // n for i in range(n)]
+    lps = [data.log_probs[i] for i in picked]
+    refs = [data.references[i] for i in picked]
     frames = sum(len(x) for x in lps)
     audio = frames * data.frame_seconds
     lm = lm_for(args)

@@ -87,7 +87,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--checkpoint", default="exp/demo/model.ckpt")
     parser.add_argument("--inputs", nargs="+", default=["data/synthetic/test.jsonl"])
-    parser.add_argument("--limit", type=int, default=100, help="first N files only")
+    parser.add_argument(
+        "--limit", type=int, default=100, help="N files, spread evenly over the inputs"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lm", help="KenLM model: adds a beam-search row")
     parser.add_argument("--long-seconds", type=float, default=300.0)
@@ -97,7 +99,12 @@ def main() -> None:
     sources, failures = collect_sources(args.inputs)
     if failures:
         sys.exit(f"cannot read the inputs: {failures[0]}")
-    sources = sources[: args.limit]
+    if args.limit < 1 or not sources:
+        sys.exit("nothing to transcribe: --limit must be at least 1, inputs non-empty")
+    # --limit files spread evenly over the inputs (a manifest is in speaker order)
+    n = min(args.limit, len(sources))
+    picked = [i * len(sources) // n for i in range(n)]
+    sources = [sources[i] for i in picked]
     rec = load_model(args.checkpoint)
     greedy = Transcriber(
         rec, make_decoder(rec.tokenizer.vocab), batch_seconds=args.batch_seconds
@@ -188,8 +195,9 @@ def main() -> None:
         subset = tmp / "subset.jsonl"
         with open(paths[0]) as f, open(subset, "w") as out:
             base = Path(paths[0]).parent
-            for line, _ in zip(f, range(args.limit), strict=False):
-                rec_ = json.loads(line)
+            lines = [line for line in f if line.strip()]
+            for i in picked:
+                rec_ = json.loads(lines[i])
                 rec_["audio_filepath"] = str(base / rec_["audio_filepath"])
                 out.write(json.dumps(rec_) + "\n")
         paths = [str(subset)]
