@@ -15,11 +15,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 import soxr
-import torch
+
+if TYPE_CHECKING:  # torch loads on the first load_audio: `asr manifest` needs none
+    import torch
 
 __all__ = ["AudioError", "AudioInfo", "audio_info", "load_audio"]
 
@@ -261,4 +264,6 @@ def load_audio(
     if file_rate != sample_rate:
         mono = soxr.resample(mono, file_rate, sample_rate, quality="HQ")
     mono = np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False)
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(mono))

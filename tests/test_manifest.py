@@ -246,6 +246,33 @@ def libri_tree(root: Path) -> Path:
     return root
 
 
+def test_manifest_and_validate_commands_do_not_load_torch(tmp_path: Path) -> None:
+    """`asr manifest` and `asr validate` (no checkpoint) read headers only: torch's
+    second of start-up is not theirs to pay; load_audio still returns a tensor."""
+    import subprocess
+    import sys
+
+    root = libri_tree(tmp_path / "LibriSpeech")
+    out = tmp_path / "dev.jsonl"
+    code = (
+        "import sys\n"
+        "from asr.cli import main\n"
+        f"assert main(['manifest', {str(root)!r}, '-o', {str(out)!r}]) == 0\n"
+        f"assert main(['validate', {str(out)!r}]) == 0\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "from asr.audio import load_audio\n"
+        "from asr.manifest import read_manifest\n"
+        "import torch\n"
+        f"wave = load_audio(read_manifest({str(out)!r})[0].audio_filepath)\n"
+        "assert isinstance(wave, torch.Tensor) and wave.shape == (4000,)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "5 utterances" in done.stdout
+
+
 def test_librispeech_manifest(tmp_path: Path) -> None:
     root = libri_tree(tmp_path / "LibriSpeech")
     utterances = librispeech_manifest(root)
