@@ -131,6 +131,24 @@ def test_cli_and_its_errors(wordnet: Path, tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"{bad}:2: not a manifest line with a text" in done.stderr
 
+    blocked = train / "lm_text.txt"  # a path under a file
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "-o",
+            str(blocked),
+            "--wordnet-dir",
+            str(wordnet),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"{blocked}: cannot write the LM text" in done.stderr
+    assert "Traceback" not in done.stderr
+
     missing = tmp_path / "nowhere.jsonl"
     done = subprocess.run(
         [*cmd, "--include", str(missing)], capture_output=True, text=True, check=False

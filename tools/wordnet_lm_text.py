@@ -95,10 +95,15 @@ def write_lm_text(
             continue
         lines.update(dict.fromkeys(texts))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        tmp.replace(out)
+    except OSError as e:
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        raise CorpusError(f"{out}: cannot write the LM text ({e.strerror})") from e
     return LmTextSummary(
         out=out,
         included=included,
