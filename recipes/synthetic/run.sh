@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The offline recipe: generate an English corpus with text-to-speech voices, build
-# manifests and a language model (train text only), train DeepSpeech2, tune the LM
-# weights on dev, evaluate on held-out voices greedy and with the LM. Stages are
-# numbered, idempotent (a .done marker each) and can be run alone with
-# --stage/--stop-stage:
+# manifests and a language model (the training text and WordNet's other examples, no
+# dev or test synset), train DeepSpeech2, tune the LM weights on dev, evaluate on
+# held-out voices greedy and with the LM. Stages are numbered, idempotent (a .done
+# marker each) and can be run alone with --stage/--stop-stage:
 #   0 generate  1 manifests  2 language model  3 train  4 tune LM weights  5 evaluate
 #
 #   bash recipes/synthetic/run.sh                     # the demo size (~15 min, 2 CPUs)
@@ -27,7 +27,7 @@ python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo pyt
 extra=()
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
   echo "options: --stage N --stop-stage N --hours H --jobs N --seed N --data DIR"
   echo "         --exp DIR --config YAML --corpus-opts 'OPTIONS FOR THE GENERATOR'"
   echo "         --lm-order N (default $lm_order)"
