@@ -94,3 +94,18 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     # a second run skips every finished stage and evaluates again
     again = run_recipe(data, exp)
     assert again.count("skipping") == 5
+
+
+def test_help_is_the_header_and_the_options():
+    done = subprocess.run(
+        ["bash", "recipes/synthetic/run.sh", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("The offline recipe:")
+    assert "0 generate  1 manifests" in done.stdout and "--corpus-opts" in done.stdout
+    assert "set -euo" not in done.stdout
+    assert not [line for line in done.stdout.splitlines() if line.startswith("#")]
