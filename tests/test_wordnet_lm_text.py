@@ -149,6 +149,15 @@ def test_cli_and_its_errors(wordnet: Path, tmp_path: Path) -> None:
     assert f"{blocked}: cannot write the LM text" in done.stderr
     assert "Traceback" not in done.stderr
 
+    binary = tmp_path / "audio.flac"
+    binary.write_bytes(b"fLaC\x00\x00\x00\x22\xff\xfe")
+    done = subprocess.run(
+        [*cmd, "--include", str(binary)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1
+    assert f"{binary}: not UTF-8 text" in done.stderr
+    assert "Traceback" not in done.stderr
+
     missing = tmp_path / "nowhere.jsonl"
     done = subprocess.run(
         [*cmd, "--include", str(missing)], capture_output=True, text=True, check=False

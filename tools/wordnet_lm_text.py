@@ -59,6 +59,10 @@ def manifest_texts(paths: Iterable[Path]) -> list[str]:
             lines = Path(path).read_text(encoding="utf-8").splitlines()
         except OSError as e:
             raise CorpusError(f"{path}: cannot read manifest ({e.strerror})") from e
+        except UnicodeDecodeError as e:
+            raise CorpusError(
+                f"{path}: not UTF-8 text (byte {e.start}): not a manifest"
+            ) from e
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
