@@ -7,7 +7,7 @@ per-round ratios), and the peak memory each allocates during one forward + backw
 (from the torch profiler's allocation events, so it counts exactly what the two
 implementations allocate and nothing of the process around them).
 
-    python tools/bench_ctc.py [--rounds 9] [--device cpu] [--markdown]
+    python tools/bench_ctc.py [--rounds 9] [--device cpu] [--shapes 32x200x29 ...]
 """
 
 from __future__ import annotations
@@ -28,6 +28,21 @@ from asr.ctc import ctc_loss  # noqa: E402
 
 # (B, T, C): the issue's shapes. Target lengths are about T/4.
 SHAPES = [(32, 200, 29), (32, 400, 29), (32, 800, 29), (32, 400, 1000)]
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``"32x200x29"`` -> ``(32, 200, 29)``: batch, frames, classes (blank included)."""
+    try:
+        B, T, C = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected BxTxC, three integers such as 32x200x29"
+        ) from None
+    if B < 1 or T < 4 or C < 2:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: needs B >= 1, T >= 4 (targets are ~T/4) and C >= 2"
+        )
+    return B, T, C
 
 
 def make_inputs(B: int, T: int, C: int, device: str, seed: int = 0):
@@ -79,6 +94,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        type=parse_shape,
+        default=SHAPES,
+        metavar="BxTxC",
+        help="batch x frames x classes (default: the issue's four shapes)",
+    )
     args = parser.parse_args()
 
     print(
@@ -93,7 +116,7 @@ def main() -> None:
     print(header)
     print("|---" * 10 + "|")
     worst_time = worst_mem = 0.0
-    for B, T, C in SHAPES:
+    for B, T, C in args.shapes:
         inputs = make_inputs(B, T, C, args.device)
         for _ in range(args.warmup):
             fwd_bwd(ctc_loss, inputs)

@@ -13,6 +13,7 @@ and noisy), reporting medians and the median of the per-round ratios:
    the model's GRU layers through nn.GRU or asr.gru, float32 and bf16-mixed.
 
 Usage: python tools/bench_rnn.py [--rounds 7] [--threads 2] [--config FILE]
+    [--batches 4]
 """
 
 from __future__ import annotations
@@ -161,10 +162,13 @@ def main() -> int:
     parser.add_argument(
         "--config", type=Path, default=ROOT / "conf" / "synthetic" / "demo.yaml"
     )
+    parser.add_argument(
+        "--batches", type=int, default=4, help="~60 s batches per timed training run"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as `asr train` does
-    rows = bench_layer(args.rounds) + bench_step(args.config, args.rounds)
+    rows = bench_layer(args.rounds) + bench_step(args.config, args.rounds, args.batches)
     print(
         f"threads: {args.threads}, rounds: {args.rounds} "
         "(medians; ratio < 1: ours faster)"

@@ -220,10 +220,14 @@ def main() -> None:
     print("\n| `asr transcribe` process | wall s | peak RSS MiB |")
     print("|---|---|---|")
     print(f"| start-up only (`--help`: imports) | {wall:.2f} | {rss:.0f} |")
+    failed = 0
     for label, argv in cli_rows:
         wall, rss, status = child(argv)
         note = "" if status == 0 else f" (exit {status})"
+        failed += status != 0
         print(f"| {label}{note} | {wall:.2f} | {rss:.0f} |", flush=True)
+    if failed:  # a row of a failed run measures nothing: say so in the exit status
+        sys.exit(f"{failed} run(s) of asr transcribe failed (their errors above)")
 
 
 if __name__ == "__main__":
