@@ -12,6 +12,7 @@ import csv
 import logging
 import os
 import sys
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -222,9 +223,44 @@ def keep_freed_memory() -> bool:
     )
 
 
+class _DropAdvert(logging.Filter):
+    """Lightning's tip to install its cloud logger says nothing about this run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+def configure_lightning_output() -> None:
+    """Print each of Lightning's messages once, as ours are printed.
+
+    ``lightning`` gives its logger a console handler of its own ("INFO: ...") and
+    still propagates to the root logger, so once the root logger has a handler (the
+    ``asr`` command sets one up) every message came out twice. With a root handler,
+    Lightning's own is removed; without one (a library caller), it stays. Its
+    warning that the model summary cannot size a bf16-mixed model (it sizes it in
+    float32, which is what the checkpoint holds) is dropped too.
+    """
+    warnings.filterwarnings(
+        "ignore", message=r"Precision .* is not supported by the model summary"
+    )
+    if logging.getLogger().handlers:
+        light = logging.getLogger("lightning")
+        for handler in list(light.handlers):
+            if type(handler) is logging.StreamHandler:
+                light.removeHandler(handler)
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+    ):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropAdvert) for f in logger.filters):
+            logger.addFilter(_DropAdvert())
+
+
 def run_training(argv: Sequence[str]) -> None:
     """``asr train [--config FILE] [--section.key value ...] [--ckpt_path LAST]``."""
     keep_freed_memory()
+    configure_lightning_output()
     _TrainCLI(
         ASRTask,
         ASRDataModule,

@@ -23,7 +23,7 @@ import torch
 
 from asr.cli import main
 from asr.inference import CheckpointError, evaluate_manifest, load_model
-from asr.train import run_training
+from asr.train import configure_lightning_output, run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = ROOT / "conf" / "synthetic" / "toy.yaml"
@@ -607,3 +607,30 @@ def test_the_phone_head_learns_from_real_alignments_and_stays_out_of_the_model(
     assert torch.isfinite(loss)
     path = save_model(task, tmp_path / "model.ckpt")
     assert not any("phone" in k for k in load_model(path).model.state_dict())
+
+
+def test_lightning_output_quieted():
+    """The model summary's bf16 warning and Lightning's cloud-logger tip are dropped;
+    other warnings and messages are not."""
+    from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            configure_lightning_output()
+            rank_zero_warn(
+                "Precision bf16-mixed is not supported by the model summary.  "
+                "Estimated model size in MB will not be accurate."
+            )
+            rank_zero_warn("something else")
+            rank_zero_info("💡 Tip: try installing [litlogger](https://pypi.org/)")
+            rank_zero_info("GPU available: False")
+    finally:
+        logger.removeHandler(handler)
+    assert [str(w.message) for w in caught] == ["something else"]
+    assert [r.getMessage() for r in records] == ["GPU available: False"]
