@@ -101,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="WER and CER of a model on a manifest",
         description="WER/CER with S/D/I counts, a bootstrap 95% CI and the "
         "real-time factor; a per-utterance report of aligned errors is written "
-        "(default: <checkpoint dir>/<manifest stem>.<decoder>.report.txt).",
+        "(default: <checkpoint dir>/<manifest stem>.<decoder>.report.txt; a file "
+        "there that is not a report on this manifest is kept, and the new report "
+        "numbered .2, .3, ...).",
         epilog="Unreadable audio is named on stderr, listed under 'failed' and "
         "scored as all deletions; the exit status stays 0 unless --strict. "
         "Exit status: 0 scored, 1 user error, 3 --strict and some audio unreadable.",

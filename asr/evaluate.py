@@ -29,6 +29,7 @@ interval answers "how different would the rate be with other speakers like these
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -307,8 +308,42 @@ def default_report_path(
     checkpoint: str | Path, manifest: str | Path, decoder: str
 ) -> Path:
     """``<checkpoint dir>/<manifest stem>.<decoder>.report.txt``: next to the model
-    the results are about, named by test set and decoder so runs do not collide."""
-    return Path(checkpoint).parent / f"{Path(manifest).stem}.{decoder}.report.txt"
+    the results are about, named by test set and decoder so runs do not collide.
+
+    A file already there that is not a report on this manifest (a report on
+    another manifest of the same name -- ``test.jsonl`` of another data directory --
+    or any other file) is kept: the new report takes the first free number,
+    ``test.greedy.2.report.txt``. A report on the same manifest is replaced.
+    """
+    base = Path(checkpoint).parent
+    stem = Path(manifest).stem
+    for n in itertools.count(1):
+        number = "" if n == 1 else f".{n}"
+        path = base / f"{stem}.{decoder}{number}.report.txt"
+        if _free_for(path, manifest):
+            return path
+    raise AssertionError("unreachable")
+
+
+def _free_for(path: Path, manifest: str | Path) -> bool:
+    """Nothing at ``path``, or a report of ours on ``manifest`` (by its header)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = [f.readline() for _ in range(3)]
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if not head[0].startswith("# asr evaluate"):
+        return False
+    for line in head[1:]:
+        if line.startswith("# manifest:"):
+            written_for = line[len("# manifest:") :].strip()
+            try:
+                return Path(written_for).resolve() == Path(manifest).resolve()
+            except OSError:
+                return written_for == str(manifest)
+    return False
 
 
 def evaluate(

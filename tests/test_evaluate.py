@@ -10,7 +10,7 @@ import jiwer
 import pytest
 
 from asr.cli import main
-from asr.evaluate import Evaluation, UtteranceResult, evaluate
+from asr.evaluate import Evaluation, UtteranceResult, default_report_path, evaluate
 from asr.manifest import read_manifest
 from asr.metrics import align_words, char_errors
 
@@ -112,6 +112,33 @@ def test_evaluate_json_and_report(espeak_manifests, model, dev_eval, capsys):
         wers.append((text.index(f"{u.id}  WER"), u.words.rate))
     order = [rate for _, rate in sorted(wers)]
     assert order == sorted(order, reverse=True)
+    # the next evaluation of the same manifest replaces this report; one of another
+    # manifest of the same name (dev.jsonl elsewhere) does not: it takes the next number
+    assert default_report_path(model, espeak_manifests["dev"], "greedy") == report
+    elsewhere = model.parent / "elsewhere" / "dev.jsonl"
+    second = model.parent / "dev.greedy.2.report.txt"
+    assert default_report_path(model, elsewhere, "greedy") == second
+
+
+def test_default_report_path_keeps_other_files(tmp_path):
+    ckpt = tmp_path / "exp" / "model.ckpt"
+    ckpt.parent.mkdir()
+    a, b = tmp_path / "a" / "test.jsonl", tmp_path / "b" / "test.jsonl"
+    first = ckpt.parent / "test.beam.report.txt"
+    assert default_report_path(ckpt, a, "beam") == first  # nothing there yet
+    header = (
+        "# asr evaluate: per-utterance alignments\n# manifest:   {}\n# checkpoint: x\n"
+    )
+    first.write_text(header.format(a))
+    assert default_report_path(ckpt, a, "beam") == first
+    second = ckpt.parent / "test.beam.2.report.txt"
+    assert default_report_path(ckpt, b, "beam") == second
+    second.write_text("notes of my own\n")  # not a report: never overwritten either
+    third = ckpt.parent / "test.beam.3.report.txt"
+    assert default_report_path(ckpt, b, "beam") == third
+    third.write_text(header.format(b))
+    assert default_report_path(ckpt, b, "beam") == third
+    assert default_report_path(ckpt, a, "beam") == first
 
 
 def test_report_marks_a_known_pair(tmp_path):
