@@ -339,10 +339,7 @@ def _free_for(path: Path, manifest: str | Path) -> bool:
     for line in head[1:]:
         if line.startswith("# manifest:"):
             written_for = line[len("# manifest:") :].strip()
-            try:
-                return Path(written_for).resolve() == Path(manifest).resolve()
-            except OSError:
-                return written_for == str(manifest)
+            return Path(written_for).resolve() == Path(manifest).resolve()
     return False
 
 
