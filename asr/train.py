@@ -9,6 +9,7 @@ fitting, the best checkpoint (lowest validation WER) is exported as the slim
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import sys
@@ -19,9 +20,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_only
 
-from asr.atomic import fsync_file, write_error
+from asr.atomic import atomic_write_text, fsync_file, write_error
 from asr.datamodule import ASRDataModule
 from asr.inference import save_model
 from asr.task import ASRTask
@@ -36,8 +42,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class LastCheckpoint(L.Callback):
-    """Write ``last.ckpt`` after every validation, atomically.
+class LastCheckpoint(Checkpoint):
+    """Write ``last.ckpt`` at the end of every epoch (and after every validation
+    within an epoch), atomically.
 
     Lightning's ModelCheckpoint refreshes its "last" only when it also saved a
     top-k checkpoint, so an epoch that did not improve would be lost to a crash. This
@@ -47,6 +54,11 @@ class LastCheckpoint(L.Callback):
     previous ``last.ckpt`` and stops training with a :class:`asr.atomic.WriteError`
     that names the file and the cause.
 
+    It runs after every ModelCheckpoint, so the state it saves knows the best
+    checkpoint the epoch just wrote: a run resumed from it compares the coming
+    epochs with the true best (one epoch stale, it would take the deleted previous
+    best for the best and leave this one behind).
+
     Args:
         dirpath: where to write; default ``<log dir>/checkpoints``.
     """
@@ -54,6 +66,15 @@ class LastCheckpoint(L.Callback):
     def __init__(self, dirpath: str | None = None, filename: str = "last.ckpt") -> None:
         self.dirpath = dirpath
         self.filename = filename
+        self.metrics_rows: int | None = None
+
+    def state_dict(self) -> dict:
+        # how many rows metrics.csv held when the checkpoint was taken: what a run
+        # resumed from it keeps (see MetricsWriter)
+        return {"metrics_rows": self.metrics_rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.metrics_rows = state_dict.get("metrics_rows")
 
     def _path(self, trainer: L.Trainer) -> Path:
         base = self.dirpath or os.path.join(
@@ -61,14 +82,41 @@ class LastCheckpoint(L.Callback):
         )
         return Path(base) / self.filename
 
+    def setup(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str
+    ) -> None:
+        # Lightning runs checkpoint callbacks last, in the configured order: move
+        # this one behind the others whatever that order was.
+        callbacks = trainer.callbacks
+        if callbacks and callbacks[-1] is not self and self in callbacks:
+            callbacks.remove(self)
+            callbacks.append(self)
+
+    def on_train_epoch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> None:
+        self._save(trainer)
+
     def on_validation_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule
     ) -> None:
-        if trainer.sanity_checking:
+        # a validation in the middle of an epoch; the one that ends it is
+        # followed by on_train_epoch_end
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
+        if trainer.fit_loop.epoch_loop._num_ready_batches_reached():
+            return
+        self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
         path = self._path(trainer)
         tmp = path.with_name(path.name + ".tmp")
         rank0 = trainer.is_global_zero
+        # The metrics logged so far go to the disk first: a run resumed from this
+        # checkpoint keeps them (see MetricsWriter) and logs only what follows.
+        for logger in trainer.loggers:
+            logger.save()
+        self.metrics_rows = _csv_rows(trainer) if rank0 else None
         try:
             if rank0:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +157,12 @@ class _TrainCLI(LightningCLI):
         if ckpt and str(ckpt) not in _LIGHTNING_CKPT_ALIASES:
             check_resume_checkpoint(ckpt)
 
+    def before_fit(self) -> None:
+        ckpt = self.config.get("fit", self.config).get("ckpt_path")
+        if not ckpt or str(ckpt) in _LIGHTNING_CKPT_ALIASES:
+            ckpt = None
+        install_metrics_writer(self.trainer, ckpt)
+
     def after_fit(self) -> None:
         trainer, task = self.trainer, self.model
         # trainer.log_dir broadcasts from rank 0 under DDP: a collective, so every
@@ -117,10 +171,13 @@ class _TrainCLI(LightningCLI):
         out_dir = Path(trainer.log_dir or trainer.default_root_dir)
         if trainer.global_rank != 0:
             return
-        best = (
-            trainer.checkpoint_callback.best_model_path
-            if trainer.checkpoint_callback
-            else ""
+        best = next(
+            (
+                c.best_model_path
+                for c in trainer.checkpoint_callbacks
+                if isinstance(c, ModelCheckpoint)
+            ),
+            "",
         )
         if best:
             state = torch.load(best, map_location="cpu", weights_only=True)
@@ -182,6 +239,115 @@ def check_resume_checkpoint(path: str | os.PathLike) -> None:
         raise CheckpointError(
             f"{p}: not a training checkpoint (no {', '.join(missing)})"
         )
+
+
+def _csv_rows(trainer: L.Trainer) -> int | None:
+    """The rows of the first CSV logger's metrics.csv (None without one)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger):
+            path = Path(logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+            if not path.is_file():
+                return 0
+            with open(path, newline="") as f:
+                return max(sum(1 for _ in csv.reader(f)) - 1, 0)  # less the header
+    return None
+
+
+def metrics_history_end(path: str | os.PathLike) -> tuple[str, int] | None:
+    """Where the metrics history of a run resumed from checkpoint ``path`` ends:
+    ``("rows", n)``, the rows metrics.csv held when :class:`LastCheckpoint` took it,
+    or for another checkpoint ``("step", s)``, the step the resumed run logs first
+    (rows from ``s`` on were logged after the checkpoint); None if unknown."""
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    for key, value in (state.get("callbacks") or {}).items():
+        if key.startswith("LastCheckpoint") and isinstance(value, dict):
+            if isinstance(value.get("metrics_rows"), int):
+                return ("rows", value["metrics_rows"])
+    try:
+        loop = state["loops"]["fit_loop"]["epoch_loop.state_dict"]
+        return ("step", int(loop["_batches_that_stepped"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class MetricsWriter(ExperimentWriter):
+    """Lightning's CSV writer (``metrics.csv``), safe against a crash and resumable.
+
+    Lightning's own rewrites the whole file in place whenever a new metric appears
+    (a new column): a kill at that moment leaves an empty file, the run's whole
+    history gone. This one writes the new file beside it and renames it over.
+
+    For a run resumed in the log directory it left (``end`` is what
+    :func:`metrics_history_end` says about the checkpoint), Lightning's deletes the
+    ``metrics.csv`` it finds there, and with it the curves of every epoch before
+    the checkpoint. This one keeps the rows logged up to the checkpoint and drops
+    those logged after it (the resumed run trains, and logs, those steps again),
+    then appends. Without ``end``, a new run, it starts a new file as Lightning's does.
+    """
+
+    def __init__(self, log_dir: str, end: tuple[str, int] | None = None) -> None:
+        self.end = end
+        self.kept = self.dropped = 0
+        super().__init__(log_dir)
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with open(self.metrics_file_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        self._write(fieldnames, rows)
+
+    def _write(self, fieldnames: list[str], rows: list[dict[str, str]]) -> None:
+        out = io.StringIO(newline="")
+        writer = csv.DictWriter(out, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.metrics_file_path, out.getvalue())
+
+    def _check_log_dir_exists(self) -> None:  # called by __init__
+        path = Path(self.metrics_file_path)
+        if self.end is None:
+            super()._check_log_dir_exists()
+            return
+        if not path.is_file():
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            fields = list(reader.fieldnames or [])
+            rows = list(reader)
+        kind, n = self.end
+        if kind == "rows":
+            kept = rows[:n]
+        else:
+            kept = [r for r in rows if _row_step(r) < n]
+        self.kept, self.dropped = len(kept), len(rows) - len(kept)
+        if self.dropped:
+            self._write(fields, kept)
+        self.metrics_keys = fields  # the header Lightning's save() appends under
+        log.info(
+            "%s: resuming after its %d rows logged before the checkpoint%s",
+            path,
+            self.kept,
+            f" (dropped {self.dropped} logged after it)" if self.dropped else "",
+        )
+
+
+def _row_step(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or "inf")
+    except ValueError:
+        return float("inf")
+
+
+def install_metrics_writer(trainer: L.Trainer, ckpt: str | os.PathLike | None) -> None:
+    """Give the trainer's CSV loggers a :class:`MetricsWriter`, which, resuming from
+    checkpoint ``ckpt``, keeps the metrics history up to it. Rank 0 only, before
+    fit: Lightning creates its own writer at the first log."""
+    if rank_zero_only.rank != 0:
+        return
+    end = metrics_history_end(ckpt) if ckpt is not None else None
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger) and logger._experiment is None:
+            os.makedirs(logger.root_dir, exist_ok=True)
+            logger._experiment = MetricsWriter(logger.log_dir, end)
 
 
 def _load_failure_reason(err: Exception) -> str:

@@ -3,6 +3,7 @@ the curves, exact resumption, and `asr evaluate` on the result."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import errno
 import io
@@ -93,6 +94,8 @@ def test_killed_run_resumes_to_the_same_weights(
     last = tmp_path / "logs" / "checkpoints" / "last.ckpt"
     args = train_args(espeak_manifests, tmp_path, 2)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    # every row on the disk as soon as it is logged, those after the checkpoint too
+    args += ["--trainer.logger.init_args.flush_logs_every_n_steps", "1"]
     if moment != "first checkpoint":
         how = "step" if moment == "mid-epoch step" else "writing"
         args += ["--trainer.callbacks+=kill_probe.KillAt"]
@@ -112,6 +115,10 @@ def test_killed_run_resumes_to_the_same_weights(
     assert proc.wait(timeout=300) == -signal.SIGKILL
     killed_at = torch.load(last, weights_only=True)["epoch"]
     assert killed_at < 1, "the run finished before it could be interrupted"
+    if moment != "writing":  # (there the next epoch's best may have replaced it)
+        # last.ckpt knows the best checkpoint its epoch wrote
+        best = best_checkpoint_state(tmp_path / "logs")["best_model_path"]
+        assert best and Path(best).is_file(), best
     if moment == "writing":  # the torn file is the temporary one, not last.ckpt
         torn = last.with_name("last.ckpt.tmp")
         assert 0 < torn.stat().st_size < last.stat().st_size
@@ -122,6 +129,48 @@ def test_killed_run_resumes_to_the_same_weights(
     assert a["global_step"] == b["global_step"]
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+    # The metrics history survives the crash: the rows logged up to the checkpoint
+    # are kept, those logged after it dropped (and logged again), so metrics.csv
+    # holds the uninterrupted run's losses, learning rates and validation results.
+    assert metrics_rows(resumed) == metrics_rows(trained)
+    # and the same best checkpoint, the one exported
+    a, b = best_checkpoint_state(trained), best_checkpoint_state(resumed)
+    assert Path(a["best_model_path"]).name == Path(b["best_model_path"]).name
+    assert a["best_model_score"] == b["best_model_score"]
+    names = [
+        sorted(p.name for p in (d / "checkpoints").glob("best-*"))
+        for d in (trained, resumed)
+    ]
+    assert names[0] == names[1] and len(names[0]) == 1
+    a, b = (
+        torch.load(d / "model.ckpt", weights_only=True)["model"]
+        for d in (trained, resumed)
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def best_checkpoint_state(logs: Path) -> dict:
+    """The ModelCheckpoint state saved in a run's last.ckpt."""
+    callbacks = torch.load(logs / "checkpoints" / "last.ckpt", weights_only=True)[
+        "callbacks"
+    ]
+    (state,) = (v for k, v in callbacks.items() if k.startswith("ModelCheckpoint"))
+    return state
+
+
+def metrics_rows(logs: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows without the seconds of audio per epoch: Lightning logs
+    that after the epoch's checkpoint, and a resumed run does not again."""
+    with open(logs / "metrics.csv", newline="") as f:
+        rows = [
+            {k: v for k, v in row.items() if k != "batch_seconds"}
+            for row in csv.DictReader(f)
+        ]
+    rows = [
+        r for r in rows if any(v for k, v in r.items() if k not in ("step", "epoch"))
+    ]
+    assert any(r["val_wer"] for r in rows) and any(r["train_loss"] for r in rows)
+    return rows
 
 
 def test_evaluate_command(trained, espeak_manifests, capsys):
@@ -355,7 +404,6 @@ def test_a_failed_last_ckpt_write_keeps_the_previous_one(
         limit_train_batches=2,
         limit_val_batches=1,
         logger=False,
-        enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[callback],
@@ -379,12 +427,89 @@ def test_a_failed_last_ckpt_write_keeps_the_previous_one(
     with torch.no_grad():
         next(model.parameters()).add_(1.0)  # a different checkpoint to write
     with pytest.raises(WriteError) as info:
-        callback.on_validation_end(trainer, model)
+        callback.on_train_epoch_end(trainer, model)
     assert_disk_full(info.value, last)
     assert last.read_bytes() == before
     assert os.listdir(tmp_path) == ["last.ckpt"]  # no temporary file left
     monkeypatch.undo()
     assert torch.load(last, weights_only=True)["global_step"] == 2
+
+
+@pytest.mark.parametrize("order", ["listed after", "listed before"])
+def test_last_ckpt_knows_the_best_checkpoint_its_epoch_wrote(tmp_path, order):
+    """last.ckpt is written after ModelCheckpoint has saved (and deleted) its best
+    checkpoints, whatever the order the callbacks were given in: a run resumed from
+    it knows which file is the best (a stale state names a deleted file)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from asr.train import LastCheckpoint
+
+    best = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_top_k=1)
+    last = LastCheckpoint()
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[best, last] if order == "listed after" else [last, best],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(BoringModel())
+    state = best_checkpoint_state(tmp_path)
+    assert Path(state["best_model_path"]).name == "epoch=1-step=4.ckpt"
+    assert Path(state["best_model_path"]).is_file()
+
+
+def test_metrics_csv_survives_a_crash_while_a_column_is_added(tmp_path, monkeypatch):
+    """Lightning's CSV writer rewrites metrics.csv in place when a new metric
+    appears; a crash in the middle left an empty file. Ours keeps the old one."""
+    from asr.train import MetricsWriter
+
+    writer = MetricsWriter(str(tmp_path))
+    writer.log_metrics({"train_loss": 2.0}, step=0)
+    writer.save()
+    before = (tmp_path / "metrics.csv").read_text()
+    writer.log_metrics({"train_loss": 1.5, "val_wer": 0.9}, step=1)
+
+    def crash(self, rows):
+        raise KeyboardInterrupt  # the process dies while the file is being written
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", crash)
+    with pytest.raises(KeyboardInterrupt):
+        writer.save()
+    monkeypatch.undo()
+    assert (tmp_path / "metrics.csv").read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+@pytest.mark.parametrize("end", [("rows", 3), ("step", 2)])
+def test_a_resumed_run_keeps_the_metrics_logged_before_its_checkpoint(tmp_path, end):
+    from asr.train import MetricsWriter
+
+    rows = "step,train_loss,val_wer\n0,3.0,\n1,2.0,\n1,,0.9\n2,1.5,\n3,1.2,\n"
+    (tmp_path / "metrics.csv").write_text(rows)
+    writer = MetricsWriter(str(tmp_path), end)  # resumed: keep what preceded it
+    assert (writer.kept, writer.dropped) == (3, 2)
+    writer.log_metrics({"train_loss": 1.4}, step=2)
+    writer.log_metrics({"train_loss": 1.1, "lr": 0.1}, step=3)  # a new column
+    writer.save()
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        got = [
+            (r["step"], r["train_loss"], r["val_wer"], r["lr"])
+            for r in csv.DictReader(f)
+        ]
+    assert got == [
+        ("0", "3.0", "", ""),
+        ("1", "2.0", "", ""),
+        ("1", "", "0.9", ""),
+        ("2", "1.4", "", ""),
+        ("3", "1.1", "", "0.1"),
+    ]
+    MetricsWriter(str(tmp_path))  # a new run in the same directory starts afresh
+    assert not (tmp_path / "metrics.csv").exists()
 
 
 @pytest.mark.parametrize("failure", ["torch.save", "disk write"])
