@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import sys
+import time
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ from asr.task import ASRTask
 
 __all__ = [
     "LastCheckpoint",
+    "MetricsWriter",
+    "ProgressLog",
     "check_resume_checkpoint",
     "plot_training_curves",
     "run_training",
@@ -138,6 +141,90 @@ class LastCheckpoint(Checkpoint):
         trainer.strategy.barrier("last_checkpoint")
 
 
+class ProgressLog(L.Callback):
+    """Lines in the log for a run without a terminal (nohup, CI, a batch system),
+    where Lightning's progress bar is off: every ``every_seconds`` the epoch's step,
+    the loss, the speed in multiples of real time and the time to the epoch's end;
+    after every validation its loss, WER and CER (also with the bar). Rank 0 only.
+    """
+
+    def __init__(self, every_seconds: float = 60.0) -> None:
+        self.every_seconds = every_seconds
+        self._start = self._last = 0.0
+        self._audio = 0.0
+
+    def _epoch(self, trainer: L.Trainer) -> str:
+        total = f"/{trainer.max_epochs}" if trainer.max_epochs else ""
+        return f"epoch {trainer.current_epoch + 1}{total}"
+
+    def on_train_epoch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> None:
+        self._start = self._last = time.monotonic()
+        self._audio = 0.0
+
+    def on_train_batch_end(  # noqa: PLR0913 (Lightning's signature)
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        lens = getattr(batch, "wave_lens", None)
+        rate = getattr(pl_module.hparams, "sample_rate", None)
+        if lens is not None and rate:
+            self._audio += float(lens.sum()) / rate * trainer.world_size
+        now = time.monotonic()
+        if (
+            trainer.progress_bar_callback is not None
+            or not trainer.is_global_zero
+            or now - self._last < self.every_seconds
+        ):
+            return
+        self._last = now
+        done, total = batch_idx + 1, trainer.num_training_batches
+        elapsed = now - self._start
+        parts = [f"step {done:,}"]
+        if isinstance(total, int) and total > 0:
+            parts = [f"step {done:,}/{total:,}"]
+        loss = trainer.callback_metrics.get("train_loss")
+        if loss is not None:
+            parts.append(f"loss {float(loss):.3f}")
+        if self._audio and elapsed > 0:
+            parts.append(f"{self._audio / elapsed:.0f}x real time")
+        if isinstance(total, int) and total > done:
+            left = elapsed / done * (total - done)
+            parts.append(f"epoch ends in {_duration(left)}")
+        log.info("%s: %s", self._epoch(trainer), ", ".join(parts))
+
+    def on_validation_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        parts = [
+            f"{label} {float(metrics[key]) * scale:.{digits}f}{unit}"
+            for key, label, scale, digits, unit in (
+                ("val_loss", "loss", 1, 3, ""),
+                ("val_wer", "WER", 100, 1, "%"),
+                ("val_cer", "CER", 100, 1, "%"),
+            )
+            if key in metrics
+        ]
+        if parts:
+            log.info("%s: validation %s", self._epoch(trainer), ", ".join(parts))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 class _TrainCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse)
         parser.add_argument(
@@ -162,6 +249,8 @@ class _TrainCLI(LightningCLI):
         if not ckpt or str(ckpt) in _LIGHTNING_CKPT_ALIASES:
             ckpt = None
         install_metrics_writer(self.trainer, ckpt)
+        if not any(isinstance(c, ProgressLog) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(ProgressLog())
 
     def after_fit(self) -> None:
         trainer, task = self.trainer, self.model
@@ -433,6 +522,8 @@ def run_training(argv: Sequence[str]) -> None:
         args=["fit", *argv],
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        # a progress bar on a terminal; in a log file, ProgressLog's lines
+        trainer_defaults={"enable_progress_bar": sys.stderr.isatty()},
     )
 
 

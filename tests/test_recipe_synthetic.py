@@ -33,8 +33,6 @@ def run_recipe(data: Path, exp: Path, *extra: str) -> subprocess.CompletedProces
         "--",
         "--trainer.max_epochs",
         "3",
-        "--trainer.enable_progress_bar",
-        "false",
     ]
     env = {**os.environ, "PYTHON": sys.executable}
     done = subprocess.run(
@@ -52,6 +50,10 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     # Lightning's messages once each, without its cloud-logger advertisement
     assert done.stderr.count("Seed set to 0") == 1, done.stderr[:2000]
     assert "litlogger" not in done.stderr
+    # no terminal: no progress bar, but a line per validation
+    assert "\r" not in done.stderr
+    assert done.stderr.count(": validation loss") == 3, done.stderr[-3000:]
+    assert "epoch 3/3: validation loss" in done.stderr
     # stage 0: a LibriSpeech-format tree per split
     for split in ("train", "dev", "test"):
         assert list((data / "corpus" / split).rglob("*.flac"))

@@ -70,6 +70,23 @@ def test_training_leaves_checkpoints_model_and_curves(trained):
         assert key in metrics
 
 
+def test_progress_lines_without_a_terminal(espeak_manifests, tmp_path, caplog):
+    """With the progress bar off (as it is by default without a terminal), the log
+    says where the epoch is, how fast it goes and what each validation measured."""
+    caplog.set_level(logging.INFO, logger="asr.train")
+    extra = ["--trainer.callbacks+=asr.train.ProgressLog"]
+    extra += ["--trainer.callbacks.every_seconds", "0"]  # a line per step
+    train(espeak_manifests, tmp_path, 2, *extra)
+    lines = [r.getMessage() for r in caplog.records if r.name == "asr.train"]
+    steps = [m for m in lines if ": step " in m]
+    assert steps[0].startswith("epoch 1/2: step 1/2, loss "), steps
+    assert "x real time, epoch ends in " in steps[0]
+    assert steps[-1].startswith("epoch 2/2: step 2/2, loss "), steps
+    vals = [m for m in lines if ": validation " in m]
+    assert len(vals) == 2 and vals[1].startswith("epoch 2/2: validation loss "), vals
+    assert "%, CER " in vals[1] and vals[1].endswith("%")
+
+
 def test_checkpoints_are_self_describing(trained):
     for path in (trained / "model.ckpt", trained / "checkpoints" / "last.ckpt"):
         rec = load_model(path)
