@@ -18,6 +18,7 @@ import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import torch
@@ -243,6 +244,10 @@ class _TrainCLI(LightningCLI):
         ckpt = self.config.get("fit", self.config).get("ckpt_path")
         if ckpt and str(ckpt) not in _LIGHTNING_CKPT_ALIASES:
             check_resume_checkpoint(ckpt)
+        if ckpt:  # the checkpoint directory holds the run's checkpoints, of course
+            warnings.filterwarnings(
+                "ignore", message=r"Checkpoint directory .* exists and is not empty"
+            )
 
     def before_fit(self) -> None:
         ckpt = self.config.get("fit", self.config).get("ckpt_path")
@@ -342,21 +347,34 @@ def _csv_rows(trainer: L.Trainer) -> int | None:
     return None
 
 
-def metrics_history_end(path: str | os.PathLike) -> tuple[str, int] | None:
-    """Where the metrics history of a run resumed from checkpoint ``path`` ends:
-    ``("rows", n)``, the rows metrics.csv held when :class:`LastCheckpoint` took it,
-    or for another checkpoint ``("step", s)``, the step the resumed run logs first
-    (rows from ``s`` on were logged after the checkpoint); None if unknown."""
+class HistoryEnd(NamedTuple):
+    """Where the metrics history of a run resumed from a checkpoint ends.
+
+    ``rows``: how many rows metrics.csv held when :class:`LastCheckpoint` took the
+    checkpoint (None for another checkpoint). ``step``: the step the resumed run
+    logs first; rows logged with an earlier step belong to the history too (the
+    epoch-end metrics Lightning logs just after an end-of-epoch checkpoint, with
+    the epoch's last step, which the resumed run does not log again).
+    """
+
+    rows: int | None
+    step: int
+
+
+def metrics_history_end(path: str | os.PathLike) -> HistoryEnd | None:
+    """:class:`HistoryEnd` of training checkpoint ``path``, or None if unknown."""
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        loop = state["loops"]["fit_loop"]["epoch_loop.state_dict"]
+        step = int(loop["_batches_that_stepped"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    rows = None
     for key, value in (state.get("callbacks") or {}).items():
         if key.startswith("LastCheckpoint") and isinstance(value, dict):
             if isinstance(value.get("metrics_rows"), int):
-                return ("rows", value["metrics_rows"])
-    try:
-        loop = state["loops"]["fit_loop"]["epoch_loop.state_dict"]
-        return ("step", int(loop["_batches_that_stepped"]))
-    except (KeyError, TypeError, ValueError):
-        return None
+                rows = value["metrics_rows"]
+    return HistoryEnd(rows, step)
 
 
 class MetricsWriter(ExperimentWriter):
@@ -374,7 +392,7 @@ class MetricsWriter(ExperimentWriter):
     then appends. Without ``end``, a new run, it starts a new file as Lightning's does.
     """
 
-    def __init__(self, log_dir: str, end: tuple[str, int] | None = None) -> None:
+    def __init__(self, log_dir: str, end: HistoryEnd | None = None) -> None:
         self.end = end
         self.kept = self.dropped = 0
         super().__init__(log_dir)
@@ -402,11 +420,8 @@ class MetricsWriter(ExperimentWriter):
             reader = csv.DictReader(f)
             fields = list(reader.fieldnames or [])
             rows = list(reader)
-        kind, n = self.end
-        if kind == "rows":
-            kept = rows[:n]
-        else:
-            kept = [r for r in rows if _row_step(r) < n]
+        n = 0 if self.end.rows is None else self.end.rows
+        kept = rows[:n] + [r for r in rows[n:] if _row_step(r) < self.end.step]
         self.kept, self.dropped = len(kept), len(rows) - len(kept)
         if self.dropped:
             self._write(fields, kept)
