@@ -153,6 +153,7 @@ class ProgressLog(L.Callback):
         self.every_seconds = every_seconds
         self._start = self._last = 0.0
         self._audio = 0.0
+        self._first: int | None = None  # the epoch's first batch here (resumed: later)
 
     def _epoch(self, trainer: L.Trainer) -> str:
         total = f"/{trainer.max_epochs}" if trainer.max_epochs else ""
@@ -163,6 +164,7 @@ class ProgressLog(L.Callback):
     ) -> None:
         self._start = self._last = time.monotonic()
         self._audio = 0.0
+        self._first = None
 
     def on_train_batch_end(  # noqa: PLR0913 (Lightning's signature)
         self,
@@ -172,6 +174,10 @@ class ProgressLog(L.Callback):
         batch: object,
         batch_idx: int,
     ) -> None:
+        if self._first is None:
+            self._first = batch_idx
+            if not self._start:
+                self._start = self._last = time.monotonic()
         lens = getattr(batch, "wave_lens", None)
         rate = getattr(pl_module.hparams, "sample_rate", None)
         if lens is not None and rate:
@@ -195,7 +201,7 @@ class ProgressLog(L.Callback):
         if self._audio and elapsed > 0:
             parts.append(f"{self._audio / elapsed:.0f}x real time")
         if isinstance(total, int) and total > done:
-            left = elapsed / done * (total - done)
+            left = elapsed / (batch_idx + 1 - self._first) * (total - done)
             parts.append(f"epoch ends in {_duration(left)}")
         log.info("%s: %s", self._epoch(trainer), ", ".join(parts))
 
