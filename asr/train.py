@@ -192,9 +192,8 @@ class ProgressLog(L.Callback):
         self._last = now
         done, total = batch_idx + 1, trainer.num_training_batches
         elapsed = now - self._start
-        parts = [f"step {done:,}"]
-        if isinstance(total, int) and total > 0:
-            parts = [f"step {done:,}/{total:,}"]
+        of_total = f"/{total:,}" if isinstance(total, int) and total > 0 else ""
+        parts = [f"step {done:,}{of_total}"]
         loss = trainer.callback_metrics.get("train_loss")
         if loss is not None:
             parts.append(f"loss {float(loss):.3f}")
@@ -342,14 +341,12 @@ def check_resume_checkpoint(path: str | os.PathLike) -> None:
 
 
 def _csv_rows(trainer: L.Trainer) -> int | None:
-    """The rows of the first CSV logger's metrics.csv (None without one)."""
+    """The rows written to the first CSV logger's metrics.csv, if it writes
+    through a :class:`MetricsWriter` (as under ``asr train``); else None."""
     for logger in trainer.loggers:
         if isinstance(logger, CSVLogger):
-            path = Path(logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE
-            if not path.is_file():
-                return 0
-            with open(path, newline="") as f:
-                return max(sum(1 for _ in csv.reader(f)) - 1, 0)  # less the header
+            writer = logger._experiment
+            return writer.rows if isinstance(writer, MetricsWriter) else None
     return None
 
 
@@ -402,6 +399,12 @@ class MetricsWriter(ExperimentWriter):
         self.end = end
         self.kept = self.dropped = 0
         super().__init__(log_dir)
+        self.rows = self.kept  # in the file, besides the header
+
+    def save(self) -> None:
+        pending = len(self.metrics)
+        super().save()
+        self.rows += pending
 
     def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
         with open(self.metrics_file_path, newline="") as f:
