@@ -142,6 +142,28 @@ class LastCheckpoint(Checkpoint):
         trainer.strategy.barrier("last_checkpoint")
 
 
+class MetricsHistory(L.Callback):
+    """Starts the :class:`MetricsWriter` of the run's CSV loggers at the start of
+    fit, keeping the history up to the checkpoint the run resumes from.
+
+    Not earlier: only then has Lightning resolved ``--ckpt_path`` (an alias such as
+    ``last`` names a file only once the checkpoint callbacks know their directory),
+    and nothing has been logged yet (the hyper-parameters come just after
+    ``on_fit_start``). ``ckpt_path`` is the configured file, for a strategy that
+    resolves it only later (FSDP, DeepSpeed).
+    """
+
+    def __init__(self, ckpt_path: str | os.PathLike | None = None) -> None:
+        self.ckpt_path = ckpt_path
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        ckpt = trainer.ckpt_path or self.ckpt_path
+        end = metrics_history_end(ckpt) if ckpt is not None else None
+        for logger in trainer.loggers:
+            if isinstance(logger._experiment, MetricsWriter):
+                logger._experiment.start(end)
+
+
 class ProgressLog(L.Callback):
     """Lines in the log for a run without a terminal (nohup, CI, a batch system),
     where Lightning's progress bar is off: every ``every_seconds`` the epoch's step,
@@ -258,9 +280,12 @@ class _TrainCLI(LightningCLI):
         ckpt = self.config.get("fit", self.config).get("ckpt_path")
         if not ckpt or str(ckpt) in _LIGHTNING_CKPT_ALIASES:
             ckpt = None
-        install_metrics_writer(self.trainer, ckpt)
-        if not any(isinstance(c, ProgressLog) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(ProgressLog())
+        install_metrics_writer(self.trainer)
+        callbacks = self.trainer.callbacks
+        if not any(isinstance(c, MetricsHistory) for c in callbacks):
+            callbacks.append(MetricsHistory(ckpt))
+        if not any(isinstance(c, ProgressLog) for c in callbacks):
+            callbacks.append(ProgressLog())
 
     def after_fit(self) -> None:
         trainer, task = self.trainer, self.model
@@ -393,15 +418,33 @@ class MetricsWriter(ExperimentWriter):
     the checkpoint. This one keeps the rows logged up to the checkpoint and drops
     those logged after it (the resumed run trains, and logs, those steps again),
     then appends. Without ``end``, a new run, it starts a new file as Lightning's does.
+
+    With ``defer=True`` it leaves the file alone until :meth:`start` says where the
+    run resumes from: Lightning creates the writer before it has resolved
+    ``--ckpt_path`` (``last`` is a file only once the checkpoint callbacks are set
+    up), but nothing is logged before ``on_fit_start``.
     """
 
-    def __init__(self, log_dir: str, end: HistoryEnd | None = None) -> None:
+    def __init__(
+        self, log_dir: str, end: HistoryEnd | None = None, defer: bool = False
+    ) -> None:
         self.end = end
-        self.kept = self.dropped = 0
+        self.kept = self.dropped = self.rows = 0
+        self.started = not defer
         super().__init__(log_dir)
         self.rows = self.kept  # in the file, besides the header
 
+    def start(self, end: HistoryEnd | None) -> None:
+        """Keep the history up to ``end`` (None: start a new file), once."""
+        if self.started:
+            return
+        self.end, self.started = end, True
+        self._check_log_dir_exists()
+        self.rows = self.kept
+
     def save(self) -> None:
+        if not self.started:  # written to outside fit: a new run's file
+            self.start(None)
         pending = len(self.metrics)
         super().save()
         self.rows += pending
@@ -419,6 +462,8 @@ class MetricsWriter(ExperimentWriter):
         atomic_write_text(self.metrics_file_path, out.getvalue())
 
     def _check_log_dir_exists(self) -> None:  # called by __init__
+        if not self.started:
+            return
         path = Path(self.metrics_file_path)
         if self.end is None:
             super()._check_log_dir_exists()
@@ -450,17 +495,26 @@ def _row_step(row: dict[str, str]) -> float:
         return float("inf")
 
 
-def install_metrics_writer(trainer: L.Trainer, ckpt: str | os.PathLike | None) -> None:
-    """Give the trainer's CSV loggers a :class:`MetricsWriter`, which, resuming from
-    checkpoint ``ckpt``, keeps the metrics history up to it. Rank 0 only, before
-    fit: Lightning creates its own writer at the first log."""
+def install_metrics_writer(trainer: L.Trainer) -> None:
+    """Give the trainer's CSV loggers a :class:`MetricsWriter`, deferred: at the start
+    of fit, :class:`MetricsHistory` tells it the checkpoint the run resumes from.
+    Rank 0 only, before fit: Lightning would create its own writer during setup,
+    one that deletes the history."""
     if rank_zero_only.rank != 0:
         return
-    end = metrics_history_end(ckpt) if ckpt is not None else None
     for logger in trainer.loggers:
-        if isinstance(logger, CSVLogger) and logger._experiment is None:
-            os.makedirs(logger.root_dir, exist_ok=True)
-            logger._experiment = MetricsWriter(logger.log_dir, end)
+        if not isinstance(logger, CSVLogger):
+            continue
+        if logger._experiment is not None:
+            if not isinstance(logger._experiment, MetricsWriter):
+                log.warning(
+                    "%s: written before training started; a resumed run may lose "
+                    "the metrics logged before its checkpoint",
+                    logger.log_dir,
+                )
+            continue
+        os.makedirs(logger.root_dir, exist_ok=True)
+        logger._experiment = MetricsWriter(logger.log_dir, defer=True)
 
 
 def _load_failure_reason(err: Exception) -> str:
