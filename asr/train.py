@@ -466,7 +466,15 @@ class MetricsWriter(ExperimentWriter):
             return
         path = Path(self.metrics_file_path)
         if self.end is None:
-            super()._check_log_dir_exists()
+            # A new run. Lightning's warns whenever the directory holds anything --
+            # here always: its config.yaml is written by now.
+            if path.is_file():
+                log.warning(
+                    "%s: from an earlier run in this directory, replaced "
+                    "(to continue that run, resume it with --ckpt_path)",
+                    path,
+                )
+                path.unlink()
             return
         if not path.is_file():
             return

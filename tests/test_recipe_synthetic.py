@@ -50,6 +50,7 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     # Lightning's messages once each, without its cloud-logger advertisement
     assert done.stderr.count("Seed set to 0") == 1, done.stderr[:2000]
     assert "litlogger" not in done.stderr
+    assert "not empty" not in done.stderr  # a new run's log directory
     # no terminal: no progress bar, but a line per validation
     assert "\r" not in done.stderr
     assert done.stderr.count(": validation loss") == 3, done.stderr[-3000:]

@@ -516,7 +516,10 @@ def test_a_resumed_run_keeps_the_metrics_logged_before_its_checkpoint(tmp_path, 
 
     csv_text = "step,train_loss,val_wer\n0,3.0,\n1,2.0,\n1,,0.9\n2,1.5,\n3,1.2,\n"
     (tmp_path / "metrics.csv").write_text(csv_text)
-    writer = MetricsWriter(str(tmp_path), HistoryEnd(rows, 2))
+    # created before Lightning knows the checkpoint (it may be `last`): hands off
+    writer = MetricsWriter(str(tmp_path), defer=True)
+    assert (tmp_path / "metrics.csv").read_text() == csv_text
+    writer.start(HistoryEnd(rows, 2))  # at the start of fit
     assert (writer.kept, writer.dropped) == (3, 2)
     writer.log_metrics({"train_loss": 1.4}, step=2)
     writer.log_metrics({"train_loss": 1.1, "lr": 0.1}, step=3)  # a new column
@@ -533,7 +536,11 @@ def test_a_resumed_run_keeps_the_metrics_logged_before_its_checkpoint(tmp_path, 
         ("2", "1.4", "", ""),
         ("3", "1.1", "", "0.1"),
     ]
-    MetricsWriter(str(tmp_path))  # a new run in the same directory starts afresh
+    (tmp_path / "config.yaml").write_text("")  # as LightningCLI leaves it
+    writer = MetricsWriter(str(tmp_path), defer=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not Lightning's "directory not empty"
+        writer.start(None)  # a new run in the same directory starts afresh
     assert not (tmp_path / "metrics.csv").exists()
 
 
