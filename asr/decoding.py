@@ -19,7 +19,7 @@ command line's.
 Word times from CTC: a character is emitted at the frames of its run in the best path,
 so a word spans from the first frame of its first character to the last frame of its
 last character (CTC peaks are sharp, so times are accurate to about one output frame,
-40 ms for the demo model). Confidence: the mean over the word's character runs of the
+30 ms for the demo model). Confidence: the mean over the word's character runs of the
 posterior of the emitted character at its peak frame.
 """
 

@@ -50,7 +50,7 @@ class Recognizer:
     @property
     def frame_seconds(self) -> float:
         """Seconds per output frame: the frontend's hop times the convolutions'
-        time strides (10 ms x 4 = 40 ms for the demo model)."""
+        time strides (10 ms x 3 = 30 ms for the demo model)."""
         return self.frontend.hop_length * self.model.frame_stride() / self.sample_rate
 
     def output_frames(self, duration: float) -> int:
