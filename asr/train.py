@@ -412,12 +412,12 @@ class MetricsWriter(ExperimentWriter):
     (a new column): a kill at that moment leaves an empty file, the run's whole
     history gone. This one writes the new file beside it and renames it over.
 
-    For a run resumed in the log directory it left (``end`` is what
+    For a run resumed in the log directory it left (:meth:`start` is given what
     :func:`metrics_history_end` says about the checkpoint), Lightning's deletes the
     ``metrics.csv`` it finds there, and with it the curves of every epoch before
     the checkpoint. This one keeps the rows logged up to the checkpoint and drops
     those logged after it (the resumed run trains, and logs, those steps again),
-    then appends. Without ``end``, a new run, it starts a new file as Lightning's does.
+    then appends. A new run (no ``end``) starts a new file, as Lightning's does.
 
     With ``defer=True`` it leaves the file alone until :meth:`start` says where the
     run resumes from: Lightning creates the writer before it has resolved
@@ -425,10 +425,8 @@ class MetricsWriter(ExperimentWriter):
     up), but nothing is logged before ``on_fit_start``.
     """
 
-    def __init__(
-        self, log_dir: str, end: HistoryEnd | None = None, defer: bool = False
-    ) -> None:
-        self.end = end
+    def __init__(self, log_dir: str, defer: bool = False) -> None:
+        self.end: HistoryEnd | None = None
         self.kept = self.dropped = self.rows = 0
         self.started = not defer
         super().__init__(log_dir)
