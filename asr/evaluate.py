@@ -259,7 +259,8 @@ class Evaluation:
         )
         header = [
             "# asr evaluate: per-utterance alignments",
-            f"# manifest:   {self.manifest}",
+            # absolute, so that a later run from another directory still knows it
+            f"# manifest:   {Path(self.manifest).resolve()}",
             f"# checkpoint: {self.checkpoint}",
             f"# decoder:    {self.decoder}" + (f" ({settings})" if settings else ""),
             f"# utterances: {s['utterances']} ({len(s['failed'])} unreadable, "

@@ -141,6 +141,29 @@ def test_default_report_path_keeps_other_files(tmp_path):
     assert default_report_path(ckpt, a, "beam") == first
 
 
+def test_report_header_names_the_manifest_from_any_directory(tmp_path, monkeypatch):
+    """A report written from one directory is recognised from another: the header
+    holds the manifest's absolute path, not the (cwd-relative) one it was given."""
+    (tmp_path / "data").mkdir()
+    manifest = tmp_path / "data" / "test.jsonl"
+    ckpt = tmp_path / "exp" / "model.ckpt"
+    ckpt.parent.mkdir()
+    monkeypatch.chdir(tmp_path)
+    ev = Evaluation(
+        manifest="data/test.jsonl",
+        checkpoint="exp/model.ckpt",
+        decoder="greedy",
+        decoder_settings={},
+        utterances=[],
+    )
+    report = default_report_path(ckpt, "data/test.jsonl", "greedy")
+    report.write_text(ev.report())
+    assert f"# manifest:   {manifest}" in report.read_text()
+    monkeypatch.chdir(tmp_path / "data")
+    assert default_report_path(ckpt, "test.jsonl", "greedy") == report
+    assert default_report_path(ckpt, "../elsewhere/test.jsonl", "greedy") != report
+
+
 def test_report_marks_a_known_pair(tmp_path):
     ref, hyp = "the cat sat on the mat", "the bat sat on the mat on"
     utt = UtteranceResult(
