@@ -168,7 +168,8 @@ class ProgressLog(L.Callback):
     """Lines in the log for a run without a terminal (nohup, CI, a batch system),
     where Lightning's progress bar is off: every ``every_seconds`` the epoch's step,
     the loss, the speed in multiples of real time and the time to the epoch's end;
-    after every validation its loss, WER and CER (also with the bar). Rank 0 only.
+    after every validation its loss, WER and CER (also with the bar); at the end, the
+    run's wall time and overall speed, validation included. Rank 0 only.
     """
 
     def __init__(self, every_seconds: float = 60.0) -> None:
@@ -176,6 +177,35 @@ class ProgressLog(L.Callback):
         self._start = self._last = 0.0
         self._audio = 0.0
         self._first: int | None = None  # the epoch's first batch here (resumed: later)
+        self._fit_start = 0.0
+        self._fit_audio = 0.0  # seconds of training audio, all ranks, this process
+        self._epochs = 0  # training epochs ended in this process
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.monotonic()
+        self._fit_audio = 0.0
+        self._epochs = 0
+
+    def on_train_epoch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> None:
+        self._epochs += 1
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or not self._fit_audio:
+            return
+        wall = time.monotonic() - self._fit_start
+        minutes, seconds = divmod(round(wall), 60)
+        log.info(
+            "training: %d epoch%s in %d min %02d s, %.1f h of audio, %.0fx real time "
+            "(validation included)",
+            self._epochs,
+            "" if self._epochs == 1 else "s",
+            minutes,
+            seconds,
+            self._fit_audio / 3600,
+            self._fit_audio / wall,
+        )
 
     def _epoch(self, trainer: L.Trainer) -> str:
         total = f"/{trainer.max_epochs}" if trainer.max_epochs else ""
@@ -203,7 +233,9 @@ class ProgressLog(L.Callback):
         lens = getattr(batch, "wave_lens", None)
         rate = getattr(pl_module.hparams, "sample_rate", None)
         if lens is not None and rate:
-            self._audio += float(lens.sum()) / rate * trainer.world_size
+            seconds = float(lens.sum()) / rate * trainer.world_size
+            self._audio += seconds
+            self._fit_audio += seconds
         now = time.monotonic()
         if (
             trainer.progress_bar_callback is not None

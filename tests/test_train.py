@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -85,6 +86,12 @@ def test_progress_lines_without_a_terminal(espeak_manifests, tmp_path, caplog):
     vals = [m for m in lines if ": validation " in m]
     assert len(vals) == 2 and vals[1].startswith("epoch 2/2: validation loss "), vals
     assert "%, CER " in vals[1] and vals[1].endswith("%")
+    # at the end, the whole run: its epochs, wall time, hours of audio and speed
+    ends = [m for m in lines if m.startswith("training: ")]
+    assert len(ends) == 1, lines
+    pattern = r"training: 2 epochs in \d+ min \d\d s, \d+\.\d h of audio, "
+    pattern += r"\d+x real time \(validation included\)"
+    assert re.fullmatch(pattern, ends[0]), ends
 
 
 def test_checkpoints_are_self_describing(trained):
