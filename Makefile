@@ -7,17 +7,18 @@ KENLM_BINS := .venv/bin/lmplz .venv/bin/build_binary
 APT_STAMP := .venv/.apt-ok
 
 # Debian packages: KenLM build deps, text-to-speech voices for the synthetic corpus,
-# sox for channel effects, wordnet for the offline text source, libsndfile for soundfile.
+# sox for channel effects, wordnet for the offline text source, libsndfile for soundfile,
+# tcmalloc for the `asr` command (asr/malloc.py: glibc's malloc grows and slows training).
 APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-system-dev \
 	libboost-thread-dev libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev \
 	espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
-	sox wordnet-base libsndfile1
+	sox wordnet-base libsndfile1 libtcmalloc-minimal4
 
 .PHONY: setup test test-fast demo bench lint format clean
 
 setup: $(APT_STAMP) $(VENV_STAMP) $(KENLM_BINS)
 
-$(APT_STAMP):
+$(APT_STAMP): Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian packages: $$missing"; \

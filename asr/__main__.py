@@ -1,5 +1,5 @@
 """`python -m asr` is the `asr` command."""
 
-from asr.cli import main
+from asr.cli import entry
 
-raise SystemExit(main())
+entry()

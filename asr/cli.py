@@ -39,6 +39,15 @@ def _user_errors() -> tuple[type[Exception], ...]:
     )
 
 
+def entry() -> None:
+    """The ``asr`` command (and ``python -m asr``): :func:`main` on tcmalloc when it
+    is installed (asr.malloc: glibc's malloc grows and slows training)."""
+    from asr.malloc import use_tcmalloc
+
+    use_tcmalloc()
+    raise SystemExit(main())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

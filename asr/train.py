@@ -576,12 +576,16 @@ def keep_freed_memory() -> bool:
     demo model. Raising the mmap threshold to its maximum (32 MiB) and the trim
     threshold to 1 GiB makes steps reuse their memory (a few hundred faults): 3-4 %
     faster training on 2 cores (tools/bench_rnn.py). Returns whether it applied
-    (glibc only; elsewhere a no-op).
+    (glibc only; elsewhere, and on tcmalloc, which the ``asr`` command prefers, a
+    no-op). Kept memory is also what makes glibc's heap grow with batches of
+    changing shapes (asr/malloc.py).
     """
     import ctypes
     import ctypes.util
 
-    if not sys.platform.startswith("linux"):
+    from asr.malloc import allocator
+
+    if not sys.platform.startswith("linux") or allocator() != "system":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -630,7 +634,17 @@ def configure_lightning_output() -> None:
 
 def run_training(argv: Sequence[str]) -> None:
     """``asr train [--config FILE] [--section.key value ...] [--ckpt_path LAST]``."""
-    keep_freed_memory()
+    from asr.malloc import allocator
+
+    kept = keep_freed_memory()
+    log.info(
+        "memory allocator: %s",
+        "tcmalloc"
+        if allocator() == "tcmalloc"
+        else "glibc malloc"
+        + (", freed memory kept" if kept else "")
+        + " (tcmalloc is faster and smaller: Debian's libtcmalloc-minimal4)",
+    )
     configure_lightning_output()
     _TrainCLI(
         ASRTask,
