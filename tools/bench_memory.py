@@ -39,10 +39,13 @@ SENTENCES = [
 ]
 VOICES = ["en-us", "en-gb", "en-us+f3"]
 
-# Runs the command and prints the process's peak RSS (VmHWM of the exec'd address
-# space; ru_maxrss would count pages shared with this parent before exec).
+# Runs the command (on tcmalloc when installed, as `asr` runs) and prints the
+# process's peak RSS (VmHWM of the exec'd address space; ru_maxrss would count pages
+# shared with this parent before exec).
 _CHILD = """\
 import re, sys
+from asr.malloc import use_tcmalloc
+use_tcmalloc()  # as the `asr` command does (asr.cli.entry)
 from asr.cli import main
 try:
     code = main(sys.argv[1:])
