@@ -75,6 +75,22 @@ def test_bench_rnn_prints_layer_and_step_rows():
         assert all(float(v) > 0 for v in cells[1:]), cells
 
 
+def test_bench_alloc_runs_each_allocator_in_its_own_process():
+    from asr.malloc import find_tcmalloc
+
+    if find_tcmalloc() is None:
+        pytest.skip("libtcmalloc-minimal4 is not installed (make setup installs it)")
+    done = run_tool("bench_alloc.py", "--steps", "2", "--rounds", "1")
+    assert done.returncode == 0, done.stderr
+    rows = {cells[0]: cells[1:] for cells in table_rows(done.stdout, "")[1:]}
+    assert set(rows) == {"glibc", "tcmalloc"}, done.stdout
+    for cells in rows.values():
+        assert float(cells[0]) > 0 and all(c.endswith(("x", "MB")) for c in cells[1:])
+    assert re.search(
+        rf"time tcmalloc / glibc \(median of rounds\): {NUMBER}", done.stdout
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory) -> Path:
     from conftest import SENTENCES
