@@ -637,14 +637,14 @@ def run_training(argv: Sequence[str]) -> None:
     from asr.malloc import allocator
 
     kept = keep_freed_memory()
-    log.info(
-        "memory allocator: %s",
-        "tcmalloc"
-        if allocator() == "tcmalloc"
-        else "glibc malloc"
-        + (", freed memory kept" if kept else "")
-        + " (tcmalloc is faster and smaller: Debian's libtcmalloc-minimal4)",
-    )
+    if allocator() == "tcmalloc":
+        log.info("memory allocator: tcmalloc")
+    else:
+        log.info(
+            "memory allocator: glibc malloc%s (tcmalloc is faster and smaller: "
+            "Debian's libtcmalloc-minimal4)",
+            ", freed memory kept" if kept else "",
+        )
     configure_lightning_output()
     _TrainCLI(
         ASRTask,
