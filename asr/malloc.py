@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["allocator", "find_tcmalloc", "use_tcmalloc"]
+__all__ = ["allocator", "find_tcmalloc", "tcmalloc_env", "use_tcmalloc"]
 
 _NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
 _DIRS = (
@@ -51,6 +52,17 @@ def allocator() -> str:
     return "tcmalloc" if "libtcmalloc" in maps else "system"
 
 
+def tcmalloc_env(lib: str, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with tcmalloc's library ``lib`` first in ``LD_PRELOAD``: the
+    environment of a process that runs on tcmalloc."""
+    out = dict(env)
+    out["LD_PRELOAD"] = ":".join(p for p in (lib, out.get("LD_PRELOAD")) if p)
+    # tcmalloc reports every allocation over 1 GB on stderr by default; a long
+    # utterance's activations in a large batch are no reason to alarm anyone.
+    out.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
+    return out
+
+
 def use_tcmalloc() -> None:
     """Re-execute this process with tcmalloc preloaded, if it is installed and not
     in use yet; otherwise return and carry on with the current allocator.
@@ -70,11 +82,7 @@ def use_tcmalloc() -> None:
     lib = find_tcmalloc()
     if lib is None:
         return
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = ":".join(p for p in (lib, env.get("LD_PRELOAD")) if p)
-    # tcmalloc reports every allocation over 1 GB on stderr by default; a long
-    # utterance's activations in a large batch are no reason to alarm anyone.
-    env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
+    env = tcmalloc_env(lib, os.environ)
     env[_MARK] = "1"
     sys.stdout.flush()
     sys.stderr.flush()

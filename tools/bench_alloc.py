@@ -44,8 +44,7 @@ def child(config: str, steps: int, seed: int) -> None:
     from asr.task import ASRTask
     from asr.train import keep_freed_memory
 
-    if allocator() == "system":
-        keep_freed_memory()  # as `asr train` does without tcmalloc
+    keep_freed_memory()  # as `asr train` does (a no-op on tcmalloc)
     cfg = yaml.safe_load(Path(config).read_text())["model"]
     cfg.pop("phone_loss_weight", None)
     cfg.pop("phone_layer", None)
@@ -112,12 +111,11 @@ def _peak_rss_mb() -> float:
 
 
 def run(kind: str, args: argparse.Namespace, seed: int) -> dict:
-    from asr.malloc import find_tcmalloc
+    from asr.malloc import find_tcmalloc, tcmalloc_env
 
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     if kind == "tcmalloc":
-        env["LD_PRELOAD"] = str(find_tcmalloc())
-        env["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"] = str(1 << 40)
+        env = tcmalloc_env(str(find_tcmalloc()), env)
     cmd = [sys.executable, __file__, "--child", "--config", args.config]
     cmd += ["--steps", str(args.steps), "--seed", str(seed)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
