@@ -218,6 +218,16 @@ class DurationBatchSampler(Sampler[list[tuple[int, int]]]):
     shuffle the batches. Everything derives from ``(seed, epoch)``: the same epoch
     always gives the same batches, which makes a resumed run identical.
 
+    In training every epoch has the same number of batches, ``len(self)``: Lightning
+    reads the length once and ends every epoch there, so an epoch with more batches
+    than the first would leave its last ones (a random 7% of a 30 h corpus at the
+    former 10% jitter) unseen. The count is that of the sorted packing plus
+    ``jitter`` of it; an epoch whose packing comes out with fewer batches halves its
+    largest batches up to it, one with more packs again with half the jitter. The
+    jitter costs about its own size in padding: 1% gives 0.9% more padded seconds
+    and still mixes hundreds of utterances of like length (within 1% of the median
+    duration: 280 in the demo's 10 h, 750 in 25 h); 10% cost 9.7% and 8% more steps.
+
     Distributed: the batches are split round-robin over ``num_replicas`` ranks, so
     every rank's i-th batch is about as long as the others' (SortaGrad and length
     buckets hold per rank), and every rank gets the same number of batches: a rank
@@ -237,7 +247,7 @@ class DurationBatchSampler(Sampler[list[tuple[int, int]]]):
         shuffle: bool = True,
         sortagrad: bool = True,
         seed: int = 0,
-        jitter: float = 0.1,
+        jitter: float = 0.01,
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
@@ -255,19 +265,14 @@ class DurationBatchSampler(Sampler[list[tuple[int, int]]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self._length: int | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _batches(self) -> list[list[int]]:
-        rng = random.Random(self.seed * 100003 + self.epoch)
-        in_order = not self.shuffle or (self.sortagrad and self.epoch == 0)
-        if in_order:
-            keys = self.durations
-        else:
-            keys = [
-                d * (1 + rng.uniform(-self.jitter, self.jitter)) for d in self.durations
-            ]
+    def _pack(self, keys: Sequence[float]) -> list[list[int]]:
+        """Utterances in the order of ``keys``, cut greedily into batches within the
+        padded-seconds and size bounds (a single longer utterance: its own batch)."""
         order = sorted(range(len(keys)), key=lambda i: (keys[i], i))
         batches: list[list[int]] = []
         current: list[int] = []
@@ -285,8 +290,36 @@ class DurationBatchSampler(Sampler[list[tuple[int, int]]]):
             longest = max(longest, d)
         if current:
             batches.append(current)
-        if not in_order:
-            rng.shuffle(batches)
+        return batches
+
+    def _epoch_length(self) -> int:
+        """Batches in every training epoch (before the split over ranks)."""
+        if self._length is None:
+            sorted_count = len(self._pack(self.durations))
+            self._length = min(
+                len(self.durations), math.ceil(sorted_count * (1 + self.jitter))
+            )
+        return self._length
+
+    def _batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed * 100003 + self.epoch)
+        in_order = not self.shuffle or (self.sortagrad and self.epoch == 0)
+        if not self.shuffle:
+            batches = self._pack(self.durations)
+        else:
+            target = self._epoch_length()
+            jitter = 0.0 if in_order else self.jitter
+            while True:
+                keys = [d * (1 + rng.uniform(-jitter, jitter)) for d in self.durations]
+                batches = self._pack(keys)
+                if len(batches) <= target or jitter < 1e-4:
+                    break
+                jitter /= 2
+            if len(batches) > target:  # only possible with the jitter spent
+                batches = self._pack(self.durations)
+            batches = _split_to(batches, target)
+            if not in_order:
+                rng.shuffle(batches)
         if self.num_replicas > 1 and batches:
             if not self.shuffle:
                 batches = _split_until_divisible(batches, self.num_replicas)
@@ -301,7 +334,30 @@ class DurationBatchSampler(Sampler[list[tuple[int, int]]]):
             yield [(i, self.epoch) for i in batch]
 
     def __len__(self) -> int:
+        if self.shuffle:  # the same every epoch, without packing one
+            return math.ceil(self._epoch_length() / self.num_replicas)
         return len(self._batches())
+
+
+def _split_largest(batches: list[list[int]]) -> bool:
+    """Halve, in place, the batch with the most utterances (the first of equals);
+    False if every batch holds one utterance. Order is kept, so sorted batches stay
+    sorted, and halves stay within the bounds their whole kept."""
+    i = max(range(len(batches)), key=lambda j: (len(batches[j]), -j))
+    if len(batches[i]) < 2:
+        return False
+    half = len(batches[i]) // 2
+    batches[i : i + 1] = [batches[i][:half], batches[i][half:]]
+    return True
+
+
+def _split_to(batches: list[list[int]], count: int) -> list[list[int]]:
+    """Halve the largest batches until there are ``count`` (or every batch holds
+    one utterance)."""
+    batches = list(batches)
+    while len(batches) < count and _split_largest(batches):
+        pass
+    return batches
 
 
 def _split_until_divisible(batches: list[list[int]], parts: int) -> list[list[int]]:
@@ -309,10 +365,6 @@ def _split_until_divisible(batches: list[list[int]], parts: int) -> list[list[in
     ``len(batches)`` is a multiple of ``parts`` or no batch can be split. Order is
     kept, so sorted batches stay sorted."""
     batches = list(batches)
-    while len(batches) % parts:
-        i = max(range(len(batches)), key=lambda j: (len(batches[j]), -j))
-        if len(batches[i]) < 2:
-            break
-        half = len(batches[i]) // 2
-        batches[i : i + 1] = [batches[i][:half], batches[i][half:]]
+    while len(batches) % parts and _split_largest(batches):
+        pass
     return batches

@@ -91,6 +91,20 @@ def test_bench_alloc_runs_each_allocator_in_its_own_process():
     )
 
 
+def test_bench_sampler_times_each_arm(espeak_manifests):
+    done = run_tool(
+        "bench_sampler.py", "--manifest", str(espeak_manifests["train"]),
+        "--rounds", "1", "--chunk", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {cells[0]: cells[1:] for cells in table_rows(done.stdout, "")[1:]}
+    assert set(rows) == {"jitter 0.10", "jitter 0.01", "sorted"}, done.stdout
+    for padded, per_epoch, speed, ratio in rows.values():
+        assert float(padded) >= 1.0 and int(per_epoch) >= 1
+        assert speed.endswith("x") and float(ratio) > 0
+    assert rows["jitter 0.10"][3] == "1.00"
+
+
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory) -> Path:
     from conftest import SENTENCES

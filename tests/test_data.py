@@ -53,6 +53,40 @@ def test_sortagrad_first_epoch_in_order_then_shuffled_deterministically():
     assert [[i for i, _ in b] for b in again] == second  # same (seed, epoch): same
 
 
+def _padded_over_real(durations, batches):
+    padded = sum(len(b) * max(durations[i] for i, _ in b) for b in batches)
+    return padded / sum(durations)
+
+
+@pytest.mark.parametrize("sortagrad", [True, False])
+def test_every_training_epoch_has_len_batches_and_little_padding(sortagrad):
+    """Lightning reads len() once and ends every epoch there: an epoch with more
+    batches would lose its last ones. A corpus like the synthetic one (log-normal
+    durations, the demo's 60 s / 32 bounds)."""
+    rng = np.random.default_rng(0)
+    durations = np.exp(rng.normal(0.8, 0.45, 3000)).round(3).tolist()
+    sampler = DurationBatchSampler(
+        durations, 60.0, max_batch_size=32, sortagrad=sortagrad, seed=1
+    )
+    length = len(sampler)
+    for epoch in range(6):
+        sampler.set_epoch(epoch)
+        assert len(sampler) == length
+        batches = list(sampler)
+        assert len(batches) == length, epoch
+        assert sorted(flatten(batches)) == list(range(len(durations)))
+        assert all(
+            len(b) == 1 or len(b) * max(durations[i] for i, _ in b) <= 60
+            for b in batches
+        )
+        assert _padded_over_real(durations, batches) < 1.02, epoch
+    sampler.set_epoch(1)
+    one = [sorted(i for i, _ in b) for b in sampler]
+    sampler.set_epoch(2)
+    two = [sorted(i for i, _ in b) for b in sampler]
+    assert len({tuple(b) for b in one} & {tuple(b) for b in two}) < length / 10
+
+
 def test_without_sortagrad_the_first_epoch_is_shuffled():
     a = DurationBatchSampler(DURATIONS, 6.0, sortagrad=False, seed=1)
     longest = [max(DURATIONS[i] for i, _ in b) for b in a]

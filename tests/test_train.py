@@ -320,6 +320,49 @@ def fit_steps(
     return task, trainer
 
 
+class _SeenIds(L.Callback):
+    def __init__(self) -> None:
+        self.epochs: dict[int, list[str]] = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.epochs.setdefault(trainer.current_epoch, []).extend(batch.ids)
+
+
+def test_every_epoch_trains_on_every_utterance(espeak_manifests):
+    """Lightning fixes the epoch's length from the first len(): the batch sampler
+    keeps it in every epoch, so no epoch stops short of its last batches."""
+    from asr.datamodule import ASRDataModule
+    from asr.manifest import read_manifest
+    from asr.task import ASRTask
+
+    torch.manual_seed(0)
+    task = ASRTask(model_preset="tiny", frontend={"kind": "logmel", "n_mels": 40})
+    data = ASRDataModule(
+        train_manifest=str(espeak_manifests["train"]),
+        max_batch_seconds=4,  # 8 batches sorted, 9 in the old sampler's epochs 1, 3
+        max_batch_size=4,
+        num_workers=0,
+    )
+    seen = _SeenIds()
+    trainer = L.Trainer(
+        max_epochs=4,
+        accelerator="cpu",
+        devices=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[seen],
+    )
+    trainer.fit(task, datamodule=data)
+    ids = sorted(u.id for u in read_manifest(espeak_manifests["train"]))
+    assert sorted(seen.epochs) == [0, 1, 2, 3]
+    for epoch, got in seen.epochs.items():
+        assert sorted(got) == ids, epoch
+
+
 @pytest.mark.parametrize(
     "how,precision",
     [
