@@ -222,11 +222,12 @@ class DurationBatchSampler(Sampler[list[tuple[int, int]]]):
     reads the length once and ends every epoch there, so an epoch with more batches
     than the first would leave its last ones (a random 7% of a 30 h corpus at the
     former 10% jitter) unseen. The count is that of the sorted packing plus
-    ``jitter`` of it, rounded up; an epoch whose packing comes out with fewer batches halves its
-    largest batches up to it, one with more packs again with half the jitter. The
-    jitter costs about its own size in padding: 1% gives 0.9% more padded seconds
-    and still mixes hundreds of utterances of like length (within 1% of the median
-    duration: 280 in the demo's 10 h, 750 in 25 h); 10% cost 9.7% and 8% more steps.
+    ``jitter`` of it, rounded up; an epoch whose packing comes out with fewer
+    batches halves its largest batches up to it, one with more packs again with
+    half the jitter. The jitter costs about its own size in padding: 1% gives 0.9%
+    more padded seconds and still mixes hundreds of utterances of like length
+    (within 1% of the median duration: 280 in the demo's 10 h, 750 in 25 h); 10%
+    cost 9.7% and 8% more steps.
 
     Distributed: the batches are split round-robin over ``num_replicas`` ranks, so
     every rank's i-th batch is about as long as the others' (SortaGrad and length
