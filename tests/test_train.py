@@ -289,8 +289,15 @@ class _Fault(L.Callback):
 
 
 def fit_steps(
-    manifests, callback, steps: int = 5, precision: str = "32-true", batch_size=4
+    manifests,
+    callback,
+    steps: int = 5,
+    precision: str = "32-true",
+    batch_size=4,
+    epochs: int | None = None,
+    max_batch_seconds: float = 20,
 ):
+    """Train the tiny model for ``steps`` steps, or ``epochs`` epochs if given."""
     from asr.datamodule import ASRDataModule
     from asr.task import ASRTask
 
@@ -301,12 +308,13 @@ def fit_steps(
     data = ASRDataModule(
         train_manifest=str(manifests["train"]),
         val_manifest=str(manifests["dev"]),
-        max_batch_seconds=20,
+        max_batch_seconds=max_batch_seconds,
         max_batch_size=batch_size,
         num_workers=0,
     )
     trainer = L.Trainer(
-        max_steps=steps,
+        max_steps=-1 if epochs else steps,
+        max_epochs=epochs,
         accelerator="cpu",
         devices=1,
         precision=precision,
@@ -334,32 +342,11 @@ class _SeenIds(L.Callback):
 def test_every_epoch_trains_on_every_utterance(espeak_manifests):
     """Lightning fixes the epoch's length from the first len(): the batch sampler
     keeps it in every epoch, so no epoch stops short of its last batches."""
-    from asr.datamodule import ASRDataModule
     from asr.manifest import read_manifest
-    from asr.task import ASRTask
 
-    torch.manual_seed(0)
-    task = ASRTask(model_preset="tiny", frontend={"kind": "logmel", "n_mels": 40})
-    data = ASRDataModule(
-        train_manifest=str(espeak_manifests["train"]),
-        max_batch_seconds=4,  # 8 batches sorted, 9 in the old sampler's epochs 1, 3
-        max_batch_size=4,
-        num_workers=0,
-    )
     seen = _SeenIds()
-    trainer = L.Trainer(
-        max_epochs=4,
-        accelerator="cpu",
-        devices=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        callbacks=[seen],
-    )
-    trainer.fit(task, datamodule=data)
+    # 8 batches sorted; the old sampler made 9 in epochs 1 and 3
+    fit_steps(espeak_manifests, seen, epochs=4, max_batch_seconds=4)
     ids = sorted(u.id for u in read_manifest(espeak_manifests["train"]))
     assert sorted(seen.epochs) == [0, 1, 2, 3]
     for epoch, got in seen.epochs.items():
