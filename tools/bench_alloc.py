@@ -35,26 +35,53 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+class DemoTraining:
+    """Training steps of a config's model (conf/synthetic/demo.yaml by default)
+    without the phone head, as ``asr train`` runs them: AdamW, bf16-mixed where the
+    CPU has bfloat16 (as the recipe decides), else float32. Also used by
+    tools/bench_sampler.py."""
+
+    def __init__(self, config: str, seed: int) -> None:
+        import torch
+        import yaml
+
+        from asr.task import ASRTask
+
+        cfg = yaml.safe_load(Path(config).read_text())["model"]
+        cfg.pop("phone_loss_weight", None)
+        cfg.pop("phone_layer", None)
+        torch.manual_seed(seed)
+        self.task = ASRTask(**cfg)
+        self.task.train()
+        self.opt = torch.optim.AdamW(self.task.parameters(), 1e-3)
+        cpuinfo = Path("/proc/cpuinfo")
+        flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+        self.bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+
+    def step(self, waves, wave_lens, targets_for) -> None:
+        """One step on ``waves`` ``(B, n)`` of ``wave_lens`` samples; CTC targets
+        from ``targets_for(out_lens) -> (targets (B, S), target_lens (B,))``."""
+        import torch
+
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            feats, feat_lens = self.task._features(waves, wave_lens)
+            log_probs, out_lens = self.task.model(feats, feat_lens)
+        targets, target_lens = targets_for(out_lens)
+        loss = self.task.ctc_loss(log_probs, targets, out_lens, target_lens)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+
+
 def child(config: str, steps: int, seed: int) -> None:
     """Run ``steps`` training steps; print one JSON line of measurements."""
     import torch
-    import yaml
 
     from asr.malloc import allocator
-    from asr.task import ASRTask
     from asr.train import keep_freed_memory
 
     keep_freed_memory()  # as `asr train` does (a no-op on tcmalloc)
-    cfg = yaml.safe_load(Path(config).read_text())["model"]
-    cfg.pop("phone_loss_weight", None)
-    cfg.pop("phone_layer", None)
-    torch.manual_seed(seed)
-    task = ASRTask(**cfg)
-    task.train()
-    opt = torch.optim.AdamW(task.parameters(), 1e-3)
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
-    bf16 = "avx512_bf16" in flags or "amx_bf16" in flags  # as the recipe decides
+    training = DemoTraining(config, seed)
     rng = random.Random(seed)
     sr = 16000
     rss = []
@@ -68,17 +95,12 @@ def child(config: str, steps: int, seed: int) -> None:
         waves = torch.randn(B, max(lens)) * 0.1
         wave_lens = torch.tensor(lens)
         audio += sum(lens) / sr
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            feats, feat_lens = task._features(waves, wave_lens)
-            log_probs, out_lens = task.model(feats, feat_lens)
-        T = int(out_lens.min())
-        targets = torch.randint(1, 29, (B, max(1, T // 3)))
-        loss = task.ctc_loss(
-            log_probs, targets, out_lens, torch.full((B,), targets.shape[1])
-        )
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+
+        def targets_for(out_lens, B=B):
+            targets = torch.randint(1, 29, (B, max(1, int(out_lens.min()) // 3)))
+            return targets, torch.full((B,), targets.shape[1])
+
+        training.step(waves, wave_lens, targets_for)
         rss.append(_rss_mb())
     seconds = time.perf_counter() - t0
     print(

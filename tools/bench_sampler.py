@@ -78,10 +78,9 @@ def main() -> None:
     use_tcmalloc()  # as `asr train` runs (re-executes this script once)
 
     import torch
-    import yaml
+    from bench_alloc import DemoTraining  # this script's directory
 
     from asr.malloc import allocator
-    from asr.task import ASRTask
     from asr.train import keep_freed_memory
 
     keep_freed_memory()  # as `asr train` does (a no-op on tcmalloc)
@@ -90,34 +89,23 @@ def main() -> None:
     durations = durations_of(args.manifest, args.seed)
     real = sum(durations)
     epochs = {arm: arm_batches(arm, durations, args.seed) for arm in ARMS}
-    cfg = yaml.safe_load(Path(args.config).read_text())["model"]
-    cfg.pop("phone_loss_weight", None)
-    cfg.pop("phone_layer", None)
-    torch.manual_seed(args.seed)
-    task = ASRTask(**cfg)
-    task.train()
-    opt = torch.optim.AdamW(task.parameters(), 1e-3)
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    bf16 = "avx512_bf16" in flags or "amx_bf16" in flags  # as the recipe decides
+    training = DemoTraining(args.config, args.seed)
+    bf16 = training.bf16
     gen = torch.Generator().manual_seed(args.seed)
 
     def step(batch: list[int]) -> float:
         lens = [int(SAMPLE_RATE * durations[i]) for i in batch]
         waves = torch.randn(len(lens), max(lens), generator=gen) * 0.1
         wave_lens = torch.tensor(lens)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            feats, feat_lens = task._features(waves, wave_lens)
-            log_probs, out_lens = task.model(feats, feat_lens)
-        # ~15 characters per second of speech, as the synthetic speakers say them
-        target_lens = torch.minimum(wave_lens * 15 // SAMPLE_RATE, out_lens // 2)
-        target_lens = target_lens.clamp(min=1)
-        targets = torch.randint(
-            1, 29, (len(lens), int(target_lens.max())), generator=gen
-        )
-        loss = task.ctc_loss(log_probs, targets, out_lens, target_lens)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+
+        def targets_for(out_lens):
+            # ~15 characters per second of speech, as the synthetic speakers say
+            target_lens = torch.minimum(wave_lens * 15 // SAMPLE_RATE, out_lens // 2)
+            target_lens = target_lens.clamp(min=1)
+            shape = (len(lens), int(target_lens.max()))
+            return torch.randint(1, 29, shape, generator=gen), target_lens
+
+        training.step(waves, wave_lens, targets_for)
         return sum(lens) / SAMPLE_RATE
 
     print(
