@@ -113,19 +113,21 @@ class _GRURecurrence(torch.autograd.Function):
         a = (1 - z) * (1 - n * n)  # -> n's pre-activation, = d gi_n
         c_r = a * gh_n * r * (1 - r)  # -> r's pre-activation
         c_z = (h_prev - n) * z * (1 - z)  # -> z's pre-activation
-        k = torch.cat([c_r, c_z, a * r], -1).view(T, D, B, 3, H)  # -> d gh
+        # -> d gh per unit of d h; the loop scales it in place into d gh itself.
+        d_gh = torch.cat([c_r, c_z, a * r], -1)  # (T, D, B, 3H)
+        k = d_gh.view(T, D, B, 3, H)
+        z = z.contiguous()
         grad_out = grad_out.to(out.dtype).contiguous()
         w_low = w_hh.to(low) if low else w_hh
         dh_total = torch.empty_like(out)
         dh = out.new_zeros(D, B, H)
         for t in range(T - 1, -1, -1):
             dht = torch.add(grad_out[t], dh, out=dh_total[t])
-            dgh = (dht.unsqueeze(2) * k[t]).view(D, B, 3 * H)
+            dgh = k[t].mul_(dht.unsqueeze(2)).view(D, B, 3 * H)
             if low:
                 dh = torch.bmm(dgh.to(low), w_low).add_(dht * z[t])
             else:
                 dh = torch.baddbmm(dht * z[t], dgh, w_hh)
-        d_gh = (dh_total.unsqueeze(3) * k).view(T, D, B, 3 * H)
         d_gi = torch.cat([d_gh[..., : 2 * H], dh_total * a], -1)
         # sum over steps and batch of d_gh^T h_prev: one product per direction.
         d_gh_d = d_gh.permute(1, 3, 0, 2).reshape(D, 3 * H, T * B)
