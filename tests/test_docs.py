@@ -61,8 +61,8 @@ def broken_links(text: str, base: Path) -> list[str]:
 
 def test_github_anchor_follows_githubs_rule():
     cases = {
-        "The largest configuration: an hour and a quarter of the two cores": (
-            "the-largest-configuration-an-hour-and-a-quarter-of-the-two-cores"
+        "The largest configuration: an hour and a half of the two cores": (
+            "the-largest-configuration-an-hour-and-a-half-of-the-two-cores"
         ),
         "`make demo`: what it does and what it reaches": (
             "make-demo-what-it-does-and-what-it-reaches"
