@@ -105,6 +105,19 @@ def test_bench_sampler_times_each_arm(espeak_manifests):
     assert rows["jitter 0.10"][3] == "1.00"
 
 
+def test_bench_sampler_compares_batch_sizes(espeak_manifests):
+    done = run_tool(
+        "bench_sampler.py", "--manifest", str(espeak_manifests["train"]),
+        "--rounds", "1", "--chunk", "1", "--sizes", "20x8,10x4",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "| vs 20 s / 8 |" in done.stdout, done.stdout
+    rows = {cells[0]: cells[1:] for cells in table_rows(done.stdout, "")[1:]}
+    assert set(rows) == {"20 s / 8", "10 s / 4"}, done.stdout
+    assert int(rows["10 s / 4"][1]) > int(rows["20 s / 8"][1])  # more, smaller
+    assert rows["20 s / 8"][3] == "1.00"
+
+
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory) -> Path:
     from conftest import SENTENCES

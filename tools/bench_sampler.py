@@ -16,13 +16,19 @@ on the allocator ``asr train`` uses, for three epochs' worth of batches:
   timed in runs of consecutive batches from evenly spaced places in the epoch, so
   that it covers all lengths while each batch is shaped like the one before.
 
+With ``--sizes 60x32,30x16,...`` the arms are batch sizes instead (at most S
+seconds of padded audio and N utterances, shuffled epochs, jitter 0.01), compared
+against the first one listed.
+
 The arms take turns, a chunk of steps each, in rotated order each round (the
 machine is shared and noisy). The table gives each arm's padding (padded over real
 audio), batches per epoch, and its speed in seconds of real audio per second; the
-ratios are medians of the per-round ratios against ``jitter 0.10``.
+ratios are medians of the per-round ratios against the first arm (``jitter 0.10``).
+With ``--sizes``, where batches differ in size, each arm's chunk is ``--chunk``
+times 60 s of audio instead of ``--chunk`` steps.
 
 Usage: python tools/bench_sampler.py [--manifest data/synthetic/train.jsonl]
-       [--rounds 6] [--chunk 20] [--threads N]
+       [--rounds 6] [--chunk 20] [--threads N] [--sizes 60x32,30x16,120x64]
 """
 
 from __future__ import annotations
@@ -39,7 +45,27 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SAMPLE_RATE = 16000
-ARMS = ("jitter 0.10", "jitter 0.01", "sorted")
+# name -> (batch seconds, batch utterances, jitter, sorted first epoch)
+Arm = tuple[float, int, float, bool]
+ARMS: dict[str, Arm] = {
+    "jitter 0.10": (60.0, 32, 0.1, False),
+    "jitter 0.01": (60.0, 32, 0.01, False),
+    "sorted": (60.0, 32, 0.01, True),
+}
+
+
+def size_arms(spec: str) -> dict[str, Arm]:
+    """``"60x32,30x16"`` -> arms of those batch sizes (seconds x utterances)."""
+    arms = {}
+    for item in spec.split(","):
+        seconds, _, count = item.strip().partition("x")
+        arms[f"{float(seconds):g} s / {int(count)}"] = (
+            float(seconds),
+            int(count),
+            0.01,
+            False,
+        )
+    return arms
 
 
 def durations_of(manifest: str | None, seed: int) -> list[float]:
@@ -52,13 +78,13 @@ def durations_of(manifest: str | None, seed: int) -> list[float]:
     return [round(min(15.0, rng.lognormvariate(0.8, 0.45)), 3) for _ in range(15000)]
 
 
-def arm_batches(arm: str, durations: list[float], seed: int) -> list[list[int]]:
+def arm_batches(arm: Arm, durations: list[float], seed: int) -> list[list[int]]:
     """One epoch of batches (utterance indices) as the arm makes them."""
     from asr.data import DurationBatchSampler
 
-    jitter = 0.1 if arm == "jitter 0.10" else 0.01
-    sampler = DurationBatchSampler(durations, 60.0, 32, seed=seed, jitter=jitter)
-    sampler.set_epoch(0 if arm == "sorted" else 1)
+    seconds, count, jitter, first = arm
+    sampler = DurationBatchSampler(durations, seconds, count, seed=seed, jitter=jitter)
+    sampler.set_epoch(0 if first else 1)
     return [[i for i, _ in b] for b in sampler]
 
 
@@ -71,7 +97,12 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=20, help="steps per arm and round")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--sizes", default=None, help="batch-size arms, e.g. 60x32,30x16 (s x utts)"
+    )
     args = p.parse_args()
+    arms = size_arms(args.sizes) if args.sizes else ARMS
+    names = list(arms)
 
     from asr.malloc import use_tcmalloc
 
@@ -88,7 +119,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     durations = durations_of(args.manifest, args.seed)
     real = sum(durations)
-    epochs = {arm: arm_batches(arm, durations, args.seed) for arm in ARMS}
+    epochs = {name: arm_batches(arms[name], durations, args.seed) for name in names}
     training = DemoTraining(args.config, args.seed)
     bf16 = training.bf16
     gen = torch.Generator().manual_seed(args.seed)
@@ -114,39 +145,43 @@ def main() -> None:
         f"{'bf16-mixed' if bf16 else 'float32'}, {torch.get_num_threads()} threads",
         flush=True,
     )
-    for batch in epochs["jitter 0.01"][:5]:  # warm-up, not timed
-        step(batch)
-    cursor = dict.fromkeys(ARMS, 0)
-    audio = {arm: 0.0 for arm in ARMS}
-    wall = {arm: 0.0 for arm in ARMS}
-    speeds: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    for name in names:  # warm-up, not timed
+        for batch in epochs[name][: 5 if name == names[0] else 1]:
+            step(batch)
+    cursor = dict.fromkeys(names, 0)
+    audio = {arm: 0.0 for arm in names}
+    wall = {arm: 0.0 for arm in names}
+    speeds: dict[str, list[float]] = {arm: [] for arm in names}
     for r in range(args.rounds):
-        order = ARMS[r % len(ARMS) :] + ARMS[: r % len(ARMS)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for arm in order:
             batches = epochs[arm]
-            if arm == "sorted":  # consecutive batches from evenly spaced places
+            if arms[arm][3]:  # sorted: consecutive batches from evenly spaced places
                 cursor[arm] = r * len(batches) // args.rounds
-            seconds = 0.0
+            seconds, steps = 0.0, 0
             t0 = time.perf_counter()
-            for _ in range(args.chunk):
+            # --sizes: the same audio per arm (batches differ in size), else steps
+            while (seconds < 60.0 * args.chunk) if args.sizes else (steps < args.chunk):
                 seconds += step(batches[cursor[arm] % len(batches)])
                 cursor[arm] += 1
+                steps += 1
             dt = time.perf_counter() - t0
             audio[arm] += seconds
             wall[arm] += dt
             speeds[arm].append(seconds / dt)
         print(
-            f"round {r + 1}: " + ", ".join(f"{a} {speeds[a][-1]:.0f}x" for a in ARMS),
+            f"round {r + 1}: " + ", ".join(f"{a} {speeds[a][-1]:.0f}x" for a in names),
             flush=True,
         )
-    print(f"\n{args.rounds} rounds of {args.chunk} steps per arm\n")
-    print("| batches | padded / real | per epoch | real time | vs jitter 0.10 |")
+    chunk = f"{60 * args.chunk} s of audio" if args.sizes else f"{args.chunk} steps"
+    print(f"\n{args.rounds} rounds of {chunk} per arm\n")
+    print(f"| batches | padded / real | per epoch | real time | vs {names[0]} |")
     print("|---|---:|---:|---:|---:|")
-    for arm in ARMS:
+    for arm in names:
         batches = epochs[arm]
         padded = sum(len(b) * max(durations[i] for i in b) for b in batches)
         ratio = statistics.median(
-            a / b for a, b in zip(speeds[arm], speeds["jitter 0.10"], strict=True)
+            a / b for a, b in zip(speeds[arm], speeds[names[0]], strict=True)
         )
         print(
             f"| {arm} | {padded / real:.3f} | {len(batches)} | "
