@@ -116,6 +116,8 @@ def test_bench_sampler_compares_batch_sizes(espeak_manifests):
     assert set(rows) == {"20 s / 8", "10 s / 4"}, done.stdout
     assert int(rows["10 s / 4"][1]) > int(rows["20 s / 8"][1])  # more, smaller
     assert rows["20 s / 8"][3] == "1.00"
+    bad = run_tool("bench_sampler.py", "--sizes", "60x32,60")
+    assert bad.returncode == 2 and "'60' is not SECONDSxUTTERANCES" in bad.stderr
 
 
 @pytest.fixture(scope="module")

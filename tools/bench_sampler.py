@@ -59,12 +59,15 @@ def size_arms(spec: str) -> dict[str, Arm]:
     arms = {}
     for item in spec.split(","):
         seconds, _, count = item.strip().partition("x")
-        arms[f"{float(seconds):g} s / {int(count)}"] = (
-            float(seconds),
-            int(count),
-            0.01,
-            False,
-        )
+        try:
+            arm = (float(seconds), int(count), 0.01, False)
+        except ValueError:
+            arm = (0.0, 0, 0.0, False)
+        if arm[0] <= 0 or arm[1] <= 0:
+            raise argparse.ArgumentTypeError(
+                f"{item.strip()!r} is not SECONDSxUTTERANCES, e.g. 60x32"
+            )
+        arms[f"{arm[0]:g} s / {arm[1]}"] = arm
     return arms
 
 
@@ -98,10 +101,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--sizes", default=None, help="batch-size arms, e.g. 60x32,30x16 (s x utts)"
+        "--sizes",
+        type=size_arms,
+        default=None,
+        help="batch-size arms, e.g. 60x32,30x16 (seconds x utterances)",
     )
     args = p.parse_args()
-    arms = size_arms(args.sizes) if args.sizes else ARMS
+    arms = args.sizes or ARMS
     names = list(arms)
 
     from asr.malloc import use_tcmalloc
