@@ -58,16 +58,16 @@ def size_arms(spec: str) -> dict[str, Arm]:
     """``"60x32,30x16"`` -> arms of those batch sizes (seconds x utterances)."""
     arms = {}
     for item in spec.split(","):
-        seconds, _, count = item.strip().partition("x")
+        text, _, utterances = item.strip().partition("x")
         try:
-            arm = (float(seconds), int(count), 0.01, False)
+            seconds, count = float(text), int(utterances)
         except ValueError:
-            arm = (0.0, 0, 0.0, False)
-        if arm[0] <= 0 or arm[1] <= 0:
+            seconds, count = 0.0, 0
+        if seconds <= 0 or count <= 0:
             raise argparse.ArgumentTypeError(
                 f"{item.strip()!r} is not SECONDSxUTTERANCES, e.g. 60x32"
             )
-        arms[f"{arm[0]:g} s / {arm[1]}"] = arm
+        arms[f"{seconds:g} s / {count}"] = (seconds, count, 0.01, False)
     return arms
 
 
