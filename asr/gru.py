@@ -116,7 +116,6 @@ class _GRURecurrence(torch.autograd.Function):
         # -> d gh per unit of d h; the loop scales it in place into d gh itself.
         d_gh = torch.cat([c_r, c_z, a * r], -1)  # (T, D, B, 3H)
         k = d_gh.view(T, D, B, 3, H)
-        z = z.contiguous()
         grad_out = grad_out.to(out.dtype).contiguous()
         w_low = w_hh.to(low) if low else w_hh
         dh_total = torch.empty_like(out)

@@ -40,17 +40,25 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SAMPLE_RATE = 16000
-# name -> (batch seconds, batch utterances, jitter, sorted first epoch)
-Arm = tuple[float, int, float, bool]
+
+
+class Arm(NamedTuple):
+    seconds: float  # at most this much padded audio per batch
+    count: int  # and at most this many utterances
+    jitter: float
+    sorted_first: bool  # SortaGrad's sorted first epoch, not a shuffled one
+
+
 ARMS: dict[str, Arm] = {
-    "jitter 0.10": (60.0, 32, 0.1, False),
-    "jitter 0.01": (60.0, 32, 0.01, False),
-    "sorted": (60.0, 32, 0.01, True),
+    "jitter 0.10": Arm(60.0, 32, 0.1, False),
+    "jitter 0.01": Arm(60.0, 32, 0.01, False),
+    "sorted": Arm(60.0, 32, 0.01, True),
 }
 
 
@@ -67,7 +75,7 @@ def size_arms(spec: str) -> dict[str, Arm]:
             raise argparse.ArgumentTypeError(
                 f"{item.strip()!r} is not SECONDSxUTTERANCES, e.g. 60x32"
             )
-        arms[f"{seconds:g} s / {count}"] = (seconds, count, 0.01, False)
+        arms[f"{seconds:g} s / {count}"] = Arm(seconds, count, 0.01, False)
     return arms
 
 
@@ -85,9 +93,10 @@ def arm_batches(arm: Arm, durations: list[float], seed: int) -> list[list[int]]:
     """One epoch of batches (utterance indices) as the arm makes them."""
     from asr.data import DurationBatchSampler
 
-    seconds, count, jitter, first = arm
-    sampler = DurationBatchSampler(durations, seconds, count, seed=seed, jitter=jitter)
-    sampler.set_epoch(0 if first else 1)
+    sampler = DurationBatchSampler(
+        durations, arm.seconds, arm.count, seed=seed, jitter=arm.jitter
+    )
+    sampler.set_epoch(0 if arm.sorted_first else 1)
     return [[i for i, _ in b] for b in sampler]
 
 
@@ -162,7 +171,7 @@ def main() -> None:
         order = names[r % len(names) :] + names[: r % len(names)]
         for arm in order:
             batches = epochs[arm]
-            if arms[arm][3]:  # sorted: consecutive batches from evenly spaced places
+            if arms[arm].sorted_first:  # consecutive batches from evenly spaced places
                 cursor[arm] = r * len(batches) // args.rounds
             seconds, steps = 0.0, 0
             t0 = time.perf_counter()
