@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ import soxr
 if TYPE_CHECKING:  # torch loads on the first load_audio: `asr manifest` needs none
     import torch
 
-__all__ = ["AudioError", "AudioInfo", "audio_info", "load_audio"]
+__all__ = ["AudioError", "AudioInfo", "audio_info", "load_audio", "stream_audio"]
 
 # libsndfile's MP3 seek is only approximate: after a seek, the bit reservoir of the
 # first MPEG frame is missing and mpg123 decodes garbage there (measured: errors of 0.5
@@ -267,3 +268,89 @@ def load_audio(
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(mono))
+
+
+def stream_audio(
+    path: str,
+    sample_rate: int,
+    offset: float = 0.0,
+    duration: float | None = None,
+    block_seconds: float = 10.0,
+) -> Iterator[np.ndarray]:
+    """A file (or a segment of it) as consecutive mono float32 blocks of about
+    ``block_seconds`` at ``sample_rate``, read and resampled incrementally: memory
+    holds one block, so an hour-long file is never loaded whole.
+
+    The concatenated blocks are :func:`load_audio`'s output for the same
+    arguments (the same mixdown, soxr "HQ" resampling run as a stream, and clipping),
+    and the same problems raise the same :class:`AudioError`.
+    """
+    info = audio_info(path)  # missing, empty, not audio, truncated header: AudioError
+    rate = info.sample_rate
+    start = round(offset * rate)
+    if start >= info.frames:
+        raise AudioError(
+            path,
+            f"offset {offset:g} s is at or beyond the end of the audio "
+            f"({info.duration:g} s)",
+        )
+    wanted = info.frames - start
+    if duration is not None:
+        wanted = min(round(duration * rate), wanted)
+    if wanted <= 0:
+        raise AudioError(path, f"the segment at {offset:g} s holds no samples")
+    resampler = (
+        soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ")
+        if rate != sample_rate
+        else None
+    )
+    block = max(1, round(block_seconds * rate))
+    try:
+        f = sf.SoundFile(path)
+    except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as e:
+        raise AudioError(path, f"unreadable audio header ({e})") from e
+    got = 0
+    fmt = f.format
+    with f:
+        try:
+            if start:
+                if fmt == "MP3":  # seeking in MP3 is approximate (asr.audio)
+                    skip = start
+                    while skip > 0:
+                        n = len(f.read(min(skip, block), dtype="float32"))
+                        if n == 0:
+                            break
+                        skip -= n
+                else:
+                    f.seek(start)
+            while got < wanted:
+                data = f.read(min(block, wanted - got), dtype="float32", always_2d=True)
+                if len(data) == 0:
+                    break
+                got += len(data)
+                yield _mono_block(path, data, resampler, last=got >= wanted)
+        except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as e:
+            raise AudioError(path, f"corrupt or truncated audio data ({e})") from e
+    # As asr.audio: an MP3 header without a frame count only estimates the length.
+    tolerance = max(2 * 1152, wanted // 100) if fmt == "MP3" else 0
+    if got < wanted - tolerance:
+        raise AudioError(
+            path,
+            f"corrupt or truncated audio data: the header promises {wanted} frames "
+            f"from {start}, only {got} could be decoded",
+        )
+    if got < wanted and resampler is not None:  # flush what the resampler holds
+        tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        yield np.clip(tail, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def _mono_block(
+    path: str, data: np.ndarray, resampler: soxr.ResampleStream | None, last: bool
+) -> np.ndarray:
+    """``(frames, channels)`` file samples -> mono, resampled, clipped."""
+    if not np.isfinite(data).all():
+        raise AudioError(path, "the audio contains NaN or infinite samples")
+    mono = data.mean(axis=1, dtype=np.float32)  # (frames, channels) -> (frames,)
+    if resampler is not None:
+        mono = resampler.resample_chunk(mono, last=last)
+    return np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False)

@@ -25,6 +25,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from asr.lm import LMError
     from asr.manifest import ManifestError
     from asr.text import TextError
+    from asr.tune import TuneError
 
     return (
         AudioError,
@@ -34,6 +35,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         LMError,
         ManifestError,
         TextError,
+        TuneError,
         WriteError,
         FileNotFoundError,
     )
@@ -369,7 +371,7 @@ def _lm_build(args: argparse.Namespace) -> int:
 
 def _lm_tune(args: argparse.Namespace) -> int:
     from asr.decoding import save_decoder_settings
-    from asr.lm import format_tune_table, manifest_log_probs, tune_lm_weights
+    from asr.tune import format_tune_table, manifest_log_probs, tune_lm_weights
 
     data = manifest_log_probs(
         args.manifest, args.checkpoint, args.batch_seconds, args.device, args.cache
@@ -481,29 +483,22 @@ def _add_transcribe_parser(sub: argparse._SubParsersAction) -> None:
 def _transcribe(args: argparse.Namespace) -> int:
     import torch
 
+    from asr.decoding import DecoderError, make_decoder
     from asr.formats import OutputError, output_plan, write_results
     from asr.inference import load_model
+    from asr.lm import LMError
     from asr.transcribe import (
         DEFAULT_THREADS,
-        DecoderUnavailable,
         Transcriber,
         Transcript,
         collect_sources,
-        make_decoder,
         model_summary,
     )
 
     def report(failure: object) -> None:
         print(f"asr transcribe: error: {failure}", file=sys.stderr, flush=True)
 
-    errors: tuple[type[Exception], ...] = (OutputError, DecoderUnavailable)
-    try:
-        from asr.decoding import DecoderError
-        from asr.lm import LMError
-
-        errors += (DecoderError, LMError)
-    except ImportError:
-        pass
+    errors = (OutputError, DecoderError, LMError)
     # The thread count is process-wide: restore it, so that calling main() from
     # Python (tests, notebooks) leaves the caller's torch as it was.
     previous_threads = torch.get_num_threads()

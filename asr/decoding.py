@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from asr.atomic import atomic_write_text
+
 __all__ = [
     "DECODER_SETTINGS_FILE",
     "TUNABLE_SETTINGS",
@@ -51,6 +53,7 @@ __all__ = [
     "build_decoder",
     "greedy_decode",
     "load_decoder_settings",
+    "make_decoder",
     "resolve_decoder_settings",
     "save_decoder_settings",
     "words_from_path",
@@ -1826,11 +1829,9 @@ def save_decoder_settings(
 ) -> Path:
     """Write ``settings`` to ``decoder.json`` in the checkpoint's directory, atomically
     (temporary file + rename). Returns its path."""
-    from asr.lm import write_text_atomic
-
     path = _settings_path(checkpoint)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(settings, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
     return path
 
 
@@ -1909,3 +1910,44 @@ def resolve_decoder_settings(
         settings["lm"] = lm
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return settings
+
+
+def make_decoder(
+    labels: Sequence[str],
+    checkpoint: str | os.PathLike[str] | None = None,
+    lm: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> Decoder:
+    """The decoder that ``asr transcribe``, ``asr evaluate`` and the server use.
+
+    Greedy when there is no language model and no decoder setting; otherwise
+    :func:`build_decoder` with :func:`resolve_decoder_settings`: the settings tuned
+    for ``checkpoint`` (its ``decoder.json``) when there is an LM, overridden by
+    ``overrides`` (``alpha``, ``beta``, ``beam_width``...; ``None`` values are
+    ignored).
+
+    Raises:
+        DecoderError: bad settings (the message names decoder.json when they came
+            from it).
+        asr.lm.LMError: an LM that cannot be loaded.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if lm is None and not given:
+        return GreedyDecoder(list(labels))
+    if checkpoint is not None:
+        settings = resolve_decoder_settings(checkpoint, lm, **given)
+    else:
+        settings = {**given, **({"lm": lm} if lm is not None else {})}
+    try:
+        return build_decoder(list(labels), **settings)
+    except DecoderError:
+        raise
+    except (TypeError, ValueError) as err:
+        # The command line's values are typed; a decoder.json beside the checkpoint
+        # is only JSON, so a value of the wrong type ("alpha": "0.5") lands here.
+        where = (
+            f"{_settings_path(checkpoint)}: "
+            if checkpoint is not None and lm is not None
+            else ""
+        )
+        raise DecoderError(f"{where}bad decoder settings ({err})") from None

@@ -34,11 +34,11 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-import torch
-
-from asr.decoding import Decoder
+from asr.decoding import Decoder, make_decoder
+from asr.inference import load_model
+from asr.manifest import read_manifest
 from asr.metrics import (
     Alignment,
     ErrorCounts,
@@ -46,6 +46,8 @@ from asr.metrics import (
     bootstrap_ci,
     char_errors,
 )
+from asr.posteriors import PosteriorRunner, Progress, manifest_sources
+from asr.text import normalize
 
 __all__ = [
     "Evaluation",
@@ -64,7 +66,8 @@ class UtteranceResult:
         index: position in the manifest.
         id: the utterance id (or its audio path when it has none).
         audio_filepath: the audio file.
-        duration: seconds of audio (from the manifest).
+        duration: seconds of audio read (the manifest's duration when the audio
+            could not be read).
         reference: the normalized reference transcript.
         hypothesis: the decoded text ("" when the audio was unreadable).
         alignment: the word alignment of reference and hypothesis.
@@ -354,6 +357,7 @@ def evaluate(
     seed: int = 0,
     lm: str | Path | None = None,
     decoder_settings: dict[str, Any] | None = None,
+    progress: TextIO | None = None,
 ) -> Evaluation:
     """Decode every utterance of a manifest and score it against its reference.
 
@@ -361,7 +365,7 @@ def evaluate(
         manifest: a JSON Lines manifest (``audio_filepath``, ``duration``, ``text``).
         checkpoint: a slim or Lightning checkpoint (:func:`asr.inference.load_model`).
         decoder: a :class:`asr.decoding.Decoder`; when None, the one
-            :func:`asr.transcribe.make_decoder` builds from ``lm`` and
+            :func:`asr.decoding.make_decoder` builds from ``lm`` and
             ``decoder_settings`` (as ``asr transcribe`` does: greedy when both
             are empty; with an LM, the weights tuned for the checkpoint unless
             given).
@@ -371,60 +375,39 @@ def evaluate(
         seed: the bootstrap's seed.
         lm: a KenLM model for beam search (when ``decoder`` is None).
         decoder_settings: e.g. ``alpha``, ``beta``, ``beam_width`` (None = default).
+        progress: where to show progress (:class:`asr.posteriors.Progress`).
 
     Raises:
         CheckpointError: the checkpoint cannot be loaded.
         ManifestError: the manifest cannot be read.
     """
-    from asr.audio import AudioError, load_audio
-    from asr.data import DurationBatchSampler
-    from asr.inference import load_model
-    from asr.manifest import read_manifest
-    from asr.text import normalize
-    from asr.transcribe import make_decoder
-
     rec = load_model(checkpoint, device)
     if decoder is None:
         decoder = make_decoder(
             rec.tokenizer.vocab, checkpoint, lm, **(decoder_settings or {})
         )
     utts = read_manifest(manifest)
-    sampler = DurationBatchSampler(
-        [u.duration for u in utts], batch_seconds, shuffle=False
-    )
+    runner = PosteriorRunner(rec, batch_seconds)
+    sources = manifest_sources(utts)
     hyps: dict[int, str] = {}
     errors: dict[int, str] = {}
-    model_s = decode_s = load_s = 0.0
-    for batch in sampler:
-        start = time.perf_counter()
-        loaded: list[tuple[int, torch.Tensor]] = []
-        for i, _ in batch:
-            u = utts[i]
-            try:
-                wave = load_audio(
-                    u.audio_filepath,
-                    rec.sample_rate,
-                    offset=u.offset,
-                    duration=u.duration if u.offset else None,
-                )
-            except AudioError as err:
-                errors[i] = err.reason
+    seconds: dict[int, float] = {}
+    decode_s = 0.0
+    bar = Progress(runner.expected_seconds(sources), progress, "evaluating")
+    try:
+        for batch in runner.run(sources, bar):
+            good = [p for p in batch if p.log_probs is not None]
+            errors.update((p.index, p.error) for p in batch if p.error is not None)
+            if not good:
                 continue
-            loaded.append((i, wave))
-        load_s += time.perf_counter() - start
-        if not loaded:
-            continue
-        waves, wave_lens = _pad([w for _, w in loaded])
-        start = time.perf_counter()
-        log_probs, out_lens = rec.log_probs(waves, wave_lens)  # (T, B, V), (B,)
-        lp = log_probs.transpose(0, 1).float().cpu().numpy()  # -> (B, T, V)
-        per_utt = [lp[b, :n] for b, n in enumerate(out_lens.tolist())]
-        model_s += time.perf_counter() - start
-        start = time.perf_counter()
-        hyp = decoder.decode_batch(per_utt, rec.frame_seconds)
-        decode_s += time.perf_counter() - start
-        for (i, _), h in zip(loaded, hyp, strict=True):
-            hyps[i] = h.text
+            start = time.perf_counter()
+            out = decoder.decode_batch([p.log_probs for p in good], rec.frame_seconds)
+            decode_s += time.perf_counter() - start
+            for p, h in zip(good, out, strict=True):
+                hyps[p.index] = h.text
+                seconds[p.index] = p.seconds
+    finally:
+        bar.close()
     results = []
     for i, u in enumerate(utts):
         ref = normalize(u.text)
@@ -434,7 +417,7 @@ def evaluate(
                 index=i,
                 id=u.id or u.audio_filepath,
                 audio_filepath=u.audio_filepath,
-                duration=u.duration,
+                duration=seconds.get(i, u.duration),
                 reference=ref,
                 hypothesis=hyp_text,
                 alignment=align(ref.split(), hyp_text.split()),
@@ -449,21 +432,12 @@ def evaluate(
         decoder=decoder.name,
         decoder_settings=decoder.settings(),
         utterances=results,
-        model_seconds=model_s,
+        model_seconds=runner.stats["model_seconds"],
         decoding_seconds=decode_s,
-        load_seconds=load_s,
+        load_seconds=runner.stats["load_seconds"],
         resamples=resamples,
         seed=seed,
     )
-
-
-def _pad(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``B`` waveforms -> ``(waves (B, N) zero-padded, wave_lens (B,))``."""
-    lens = torch.tensor([w.numel() for w in waves], dtype=torch.int64)
-    out = torch.zeros(len(waves), int(lens.max()))
-    for b, w in enumerate(waves):
-        out[b, : w.numel()] = w
-    return out, lens
 
 
 def evaluate_manifest(

@@ -69,7 +69,7 @@ NORMALIZATIONS = ("utterance", "global", "none")
 
 # Floor of a standard deviation used for normalisation: a constant feature (digital
 # silence, a one-frame utterance) becomes 0 instead of NaN.
-_STD_FLOOR = 1e-5
+STD_FLOOR = 1e-5
 
 
 def _samples(sample_rate: int, milliseconds: float) -> int:
@@ -343,7 +343,7 @@ class Frontend(nn.Module):
                 feats = self._normalize_utterance(feats, valid, feat_lens)
             elif self.normalize == "global":
                 mean = self.global_mean.float().unsqueeze(-1)  # (F,) -> (F, 1)
-                std = self.global_std.float().clamp(min=_STD_FLOOR).unsqueeze(-1)
+                std = self.global_std.float().clamp(min=STD_FLOOR).unsqueeze(-1)
                 feats = (feats - mean) / std
             return feats.masked_fill(~valid, 0.0), feat_lens
 
@@ -361,7 +361,7 @@ class Frontend(nn.Module):
         mean = torch.where(valid, feats, 0.0).sum(-1, keepdim=True) / n  # (B, F, 1)
         centred = torch.where(valid, feats - mean, 0.0)
         std = (centred.square().sum(-1, keepdim=True) / n).sqrt()
-        return centred / std.clamp(min=_STD_FLOOR)
+        return centred / std.clamp(min=STD_FLOOR)
 
     # -- global statistics -----------------------------------------------------------
 

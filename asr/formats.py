@@ -57,7 +57,6 @@ __all__ = [
     "FORMATS",
     "Cue",
     "OutputError",
-    "atomic_write",
     "cues",
     "output_plan",
     "render",
@@ -377,13 +376,13 @@ def write_results(
                 isinstance(r, Transcript) for r in results
             ):
                 return []  # no recording, no subtitle file
-            atomic_write(path, render(fmt, results, header, names=n > 1))
+            atomic_write_text(path, render(fmt, results, header, names=n > 1))
             return [path]
         transcripts = [r for r in results if isinstance(r, Transcript)]
         written = []
         paths = _output_paths(output, transcripts, EXTENSIONS[fmt])
         for t, path in zip(transcripts, paths, strict=True):
-            atomic_write(path, render(fmt, [t], header, names=False))
+            atomic_write_text(path, render(fmt, [t], header, names=False))
             written.append(path)
         return written
     except WriteError as e:
@@ -392,14 +391,3 @@ def write_results(
         raise OutputError(
             f"{e.filename or output}: cannot write: {e.strerror or e}"
         ) from None
-
-
-def atomic_write(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically, creating parent directories.
-
-    The text goes to a temporary file in the same directory, which then replaces
-    ``path`` (``os.replace``): a reader sees the old file or the new one, never part
-    of one, and a failure (a full disk) leaves the old file as it was and raises
-    :class:`asr.atomic.WriteError` naming the file (see :mod:`asr.atomic`).
-    """
-    atomic_write_text(path, text)

@@ -40,8 +40,13 @@ class Recognizer:
     frontend: nn.Module
     model: DeepSpeech2
     tokenizer: CharTokenizer
-    sample_rate: int
     description: dict[str, Any]
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate the model takes audio at: the frontend's (one source of truth;
+        :func:`load_model` refuses a checkpoint whose description disagrees)."""
+        return int(self.frontend.sample_rate)
 
     @property
     def device(self) -> torch.device:
@@ -119,6 +124,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recogniz
         frontend_state = {k[9:]: v for k, v in sd.items() if k.startswith("frontend.")}
     else:
         raise CheckpointError(f"{path}: the checkpoint holds no weights")
+    if not isinstance(desc, dict):
+        raise CheckpointError(
+            f"{path}: not an asr checkpoint (its description is no dict)"
+        )
     try:
         frontend = build_frontend(desc["frontend"])
         model = DeepSpeech2(ModelConfig.from_dict(desc["model"]))
@@ -127,17 +136,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recogniz
         model.load_state_dict(model_state)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: inconsistent asr checkpoint ({err})") from None
+    if desc.get("sample_rate", frontend.sample_rate) != frontend.sample_rate:
+        raise CheckpointError(
+            f"{path}: inconsistent asr checkpoint (sample_rate "
+            f"{desc['sample_rate']!r} but its frontend's is {frontend.sample_rate!r})"
+        )
     frontend.eval()
     model.eval()
-    rec = Recognizer(frontend, model, tokenizer, int(desc["sample_rate"]), desc)
-    return rec.to(device)
-
-
-def __getattr__(name: str) -> Any:
-    # evaluate_manifest moved to asr.evaluate; re-exported lazily (PEP 562) because
-    # asr.evaluate imports this module.
-    if name == "evaluate_manifest":
-        from asr.evaluate import evaluate_manifest
-
-        return evaluate_manifest
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return Recognizer(frontend, model, tokenizer, desc).to(device)

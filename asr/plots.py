@@ -1,4 +1,5 @@
-"""Pictures of what a model hears and emits: the alignment plot.
+"""Pictures: what a model hears and emits (the alignment plot), and how training went
+(the training curves).
 
 :func:`plot_alignment` draws, on one time axis in seconds, the model's input features
 (top), its per-frame character posteriors (middle: every class over time, blank
@@ -9,14 +10,40 @@ and how word times relate to the audio.
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from asr.atomic import atomic_write_bytes
+from asr.audio import load_audio
 from asr.decoding import GreedyDecoder, Hypothesis
+from asr.inference import load_model
 
-__all__ = ["plot_alignment"]
+__all__ = ["plot_alignment", "plot_training_curves"]
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend: files only, never a window (headless
+    machines, CI). Imported on first use: most commands draw nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, output: str | Path, dpi: int) -> Path:
+    """Write the figure to ``output`` atomically (the format follows the suffix)."""
+    output = Path(output)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format=output.suffix[1:] or "png")
+    atomic_write_bytes(output, buffer.getbuffer())
+    return output
 
 
 def plot_alignment(
@@ -43,14 +70,7 @@ def plot_alignment(
         AudioError: the file is not readable audio (the message names it).
         CheckpointError: the checkpoint cannot be loaded.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window (headless machines, CI)
-    import matplotlib.pyplot as plt
-
-    from asr.audio import load_audio
-    from asr.inference import load_model
-
+    plt = _pyplot()
     rec = load_model(checkpoint, device)
     wave = load_audio(audio, rec.sample_rate)
     waves, wave_lens = wave[None, :], torch.tensor([wave.numel()])
@@ -122,12 +142,62 @@ def plot_alignment(
     ax_w.set_xlim(0, t_end)
     ax_w.set_xlabel("time (s)")
     fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=dpi)
+    _save(fig, output, dpi)
     plt.close(fig)
     return hyp
 
 
 def _shorten(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def plot_training_curves(metrics_csv: Path, png: Path) -> Path:
+    """Training loss per step, validation loss and error rates, from CSVLogger's
+    ``metrics.csv``, to ``png``.
+
+    Every point is drawn at the optimizer step where it was computed: a validation
+    at the end of an epoch sits at that epoch's last step (the rows' ``step``), so
+    the first validation is after the first epoch's training, not at step 0.
+    """
+    plt = _pyplot()
+    series: dict[str, list[tuple[float, float]]] = {}
+    epoch_ends: dict[float, float] = {}  # epoch -> last step logged in it
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            step, epoch = row.get("step") or "", row.get("epoch") or ""
+            if not step:
+                continue
+            if epoch:
+                e = float(epoch)
+                epoch_ends[e] = max(epoch_ends.get(e, 0.0), float(step))
+            for key, value in row.items():
+                if key not in ("step", "epoch") and value:
+                    series.setdefault(key, []).append((float(step), float(value)))
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("train_loss", "train_loss_step"):
+        if key in series:
+            xs, ys = zip(*series[key], strict=True)
+            ax_loss.plot(xs, ys, lw=0.8, label="train (per step)")
+            break
+    if "val_loss" in series:
+        xs, ys = zip(*series["val_loss"], strict=True)
+        ax_loss.plot(xs, ys, "o-", color="C1", label="validation")
+    ax_loss.set_ylabel("CTC loss")
+    ax_loss.set_yscale("log")
+    for key, label in (("val_wer", "WER"), ("val_cer", "CER")):
+        if key in series:
+            xs, ys = zip(*series[key], strict=True)
+            ax_err.plot(xs, [100 * y for y in ys], "o-", label=f"validation {label}")
+    ax_err.set_ylabel("%")
+    ax_err.set_ylim(bottom=0)
+    for ax in (ax_loss, ax_err):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        for end in epoch_ends.values():  # epoch boundaries
+            ax.axvline(end, color="0.6", lw=0.6, ls=":")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    _save(fig, png, 100)
+    plt.close(fig)
+    return Path(png)

@@ -132,6 +132,15 @@ class ASRTask(L.LightningModule):
             known = ", ".join(PRESETS)
             raise ValueError(f"unknown model_preset {model_preset!r}; choose: {known}")
         self.tokenizer = CharTokenizer()
+        # The audio's rate is set once (data.sample_rate, linked to this argument);
+        # a frontend setting that says otherwise would build features for audio
+        # the data module never delivers.
+        given_rate = (frontend or {}).get("sample_rate", sample_rate)
+        if given_rate != sample_rate:
+            raise ValueError(
+                f"frontend.sample_rate {given_rate!r} differs from the model's "
+                f"sample_rate {sample_rate!r} (set data.sample_rate alone)"
+            )
         self.frontend = build_frontend(
             {"kind": "spectrogram", "sample_rate": sample_rate, **(frontend or {})}
         )

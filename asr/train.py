@@ -29,9 +29,10 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
-from asr.atomic import atomic_write_text, fsync_file, write_error
+from asr.atomic import atomic_save, atomic_write_text
 from asr.datamodule import ASRDataModule
 from asr.inference import save_model
+from asr.plots import plot_training_curves
 from asr.task import ASRTask
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
     "MetricsWriter",
     "ProgressLog",
     "check_resume_checkpoint",
-    "plot_training_curves",
     "run_training",
 ]
 
@@ -52,11 +52,10 @@ class LastCheckpoint(Checkpoint):
 
     Lightning's ModelCheckpoint refreshes its "last" only when it also saved a
     top-k checkpoint, so an epoch that did not improve would be lost to a crash. This
-    writes a temporary file, flushes it to the disk and renames it over the previous
-    one: a kill at any moment leaves either the old or the new checkpoint, never a
-    torn file. A failed write (a full disk) removes the temporary file, keeps the
-    previous ``last.ckpt`` and stops training with a :class:`asr.atomic.WriteError`
-    that names the file and the cause.
+    writes it through :func:`asr.atomic.atomic_save`: a kill at any moment leaves
+    either the old or the new checkpoint, never a torn file. A failed write (a full
+    disk) removes the temporary file, keeps the previous ``last.ckpt`` and stops
+    training with a :class:`asr.atomic.WriteError` that names the file and the cause.
 
     It runs after every ModelCheckpoint, so the state it saves knows the best
     checkpoint the epoch just wrote: a run resumed from it compares the coming
@@ -114,31 +113,18 @@ class LastCheckpoint(Checkpoint):
 
     def _save(self, trainer: L.Trainer) -> None:
         path = self._path(trainer)
-        tmp = path.with_name(path.name + ".tmp")
         rank0 = trainer.is_global_zero
         # The metrics logged so far go to the disk first: a run resumed from this
         # checkpoint keeps them (see MetricsWriter) and logs only what follows.
         for logger in trainer.loggers:
             logger.save()
         self.metrics_rows = _csv_rows(trainer) if rank0 else None
-        try:
-            if rank0:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            # every rank takes part; rank 0 writes. The full state (optimizer, loops,
-            # callbacks), for exact resumption.
-            trainer.save_checkpoint(tmp, weights_only=False)
-            if rank0:
-                fsync_file(tmp)  # the data is on the disk before the rename
-                os.replace(tmp, path)
-        except BaseException as err:
-            if rank0:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-            if isinstance(err, OSError):
-                raise write_error(path, err) from err
-            raise
+        # Every rank builds the state (strategies may gather it); rank 0 writes it
+        # through asr.atomic. The full state (optimizer, loops, callbacks), for
+        # exact resumption. (Trainer.save_checkpoint would write it in place.)
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        if rank0:
+            atomic_save(checkpoint, path)
         trainer.strategy.barrier("last_checkpoint")
 
 
@@ -655,54 +641,3 @@ def run_training(argv: Sequence[str]) -> None:
         # a progress bar on a terminal; in a log file, ProgressLog's lines
         trainer_defaults={"enable_progress_bar": sys.stderr.isatty()},
     )
-
-
-def plot_training_curves(metrics_csv: Path, png: Path) -> Path:
-    """Loss per step, validation loss and error rates per epoch, from CSVLogger."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series: dict[str, list[tuple[float, float]]] = {}
-    with open(metrics_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if key in ("step", "epoch") or not value:
-                    continue
-                per_step = key == "train_loss" or key.endswith("_step")
-                x = row.get("step" if per_step else "epoch") or ""
-                if x:
-                    series.setdefault(key, []).append((float(x), float(value)))
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("train_loss", "train_loss_step"):
-        if key in series:
-            xs, ys = zip(*series[key], strict=True)
-            ax_loss.plot(xs, ys, lw=0.8, label="train (per step)")
-            break
-    ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("CTC loss")
-    ax_loss.set_yscale("log")
-    if "val_loss" in series:
-        ax2 = ax_loss.twiny()
-        xs, ys = zip(*series["val_loss"], strict=True)
-        ax2.plot(xs, ys, "o-", color="C1", label="validation (per epoch)")
-        ax2.set_xlabel("epoch")
-        ax2.legend(loc="upper right")
-    if ax_loss.get_legend_handles_labels()[0]:
-        ax_loss.legend(loc="upper left")
-    for key, label in (("val_wer", "WER"), ("val_cer", "CER")):
-        if key in series:
-            xs, ys = zip(*series[key], strict=True)
-            ax_err.plot(xs, [100 * y for y in ys], "o-", label=f"validation {label}")
-    ax_err.set_xlabel("epoch")
-    ax_err.set_ylabel("%")
-    ax_err.set_ylim(bottom=0)
-    ax_err.grid(alpha=0.3)
-    if ax_err.get_legend_handles_labels()[0]:
-        ax_err.legend()
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return png

@@ -476,7 +476,7 @@ def test_new_lm_weights_forget_the_memos(small_lm):
 def test_search_is_pyctcdecodes_on_real_log_probs(
     fitted_checkpoint, espeak_manifests, small_lm
 ):
-    from asr.lm import manifest_log_probs
+    from asr.tune import manifest_log_probs
 
     data = manifest_log_probs(espeak_manifests["dev"], fitted_checkpoint)
     for width in (4, 32):

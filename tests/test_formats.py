@@ -15,7 +15,6 @@ from asr.formats import (
     CUE_CHARACTERS,
     CUE_SECONDS,
     OutputError,
-    atomic_write,
     cues,
     output_plan,
     render,
@@ -210,17 +209,6 @@ def test_stdout_and_single_file(tmp_path):
     path = tmp_path / "deep" / "out.ctm"
     assert write_results(ts, "ctm", path, {}) == [path]
     assert path.read_text() == render("ctm", ts)
-
-
-def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
-    path = tmp_path / "out.txt"
-    atomic_write(path, "first\n")
-    atomic_write(path, "second\n")
-    assert path.read_text() == "second\n"
-    with pytest.raises(TypeError):
-        atomic_write(path, 123)  # type: ignore[arg-type]  # fails while writing
-    assert path.read_text() == "second\n"
-    assert os.listdir(tmp_path) == ["out.txt"]
 
 
 def test_unwritable_output_is_an_output_error(tmp_path):

@@ -27,13 +27,12 @@ from asr.decoding import (
 )
 from asr.lm import (
     LMError,
-    LogProbSet,
     build_lm,
     load_lm,
     read_arpa_unigrams,
-    tune_lm_weights,
     unigrams_path,
 )
+from asr.tune import LogProbSet, tune_lm_weights
 
 NOUNS = "dog fox bird house tree car boat shell rain hat cup door".split()
 ADJS = "quick brown red small old happy lazy green".split()
@@ -274,7 +273,7 @@ def test_settings_with_lm(lms):
     assert (s["alpha"], s["beta"], s["beam_width"]) == (0.8, 1.0, 20)
 
 
-# -------------------------------------------------------------------------- tune
+# ------------------------------------------------------------- tune (asr.tune)
 
 
 def test_tune_picks_the_lm_weight_that_fixes_the_errors(lms, tmp_path):
@@ -324,7 +323,7 @@ def sentences_lm(tmp_path_factory) -> Path:
 def test_beam_with_lm_recognizes_the_training_audio(
     fitted_checkpoint, espeak_manifests, sentences_lm
 ):
-    from asr.lm import manifest_log_probs
+    from asr.tune import manifest_log_probs
 
     data = manifest_log_probs(espeak_manifests["train"], fitted_checkpoint)
     assert not data.failed and len(data.ids) == 3 * len(SENTENCES)

@@ -24,7 +24,8 @@ import pytest
 import torch
 
 from asr.cli import main
-from asr.inference import CheckpointError, evaluate_manifest, load_model
+from asr.evaluate import evaluate_manifest
+from asr.inference import CheckpointError, load_model
 from asr.train import configure_lightning_output, run_training
 
 ROOT = Path(__file__).resolve().parent.parent

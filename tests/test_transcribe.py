@@ -20,9 +20,10 @@ import soundfile as sf
 import soxr
 import torch
 
-from asr.audio import AudioError, audio_info, load_audio
+from asr.audio import AudioError, audio_info, load_audio, stream_audio
 from asr.cli import main
 from asr.data import SpeechDataset, collate
+from asr.decoding import make_decoder
 from asr.inference import load_model
 from asr.manifest import (
     Utterance,
@@ -37,9 +38,7 @@ from asr.transcribe import (
     Source,
     Transcriber,
     Transcript,
-    _stream_audio,
     collect_sources,
-    make_decoder,
 )
 
 SR = 16000
@@ -519,17 +518,17 @@ def long_recording(train, tmp_path_factory) -> tuple[Path, str]:
 def test_stream_reads_what_load_audio_reads(long_recording, tmp_path):
     path, _ = long_recording
     whole = load_audio(path, SR).numpy()
-    blocks = list(_stream_audio(str(path), SR, block_seconds=3.0))
+    blocks = list(stream_audio(str(path), SR, block_seconds=3.0))
     assert len(blocks) > 10
     np.testing.assert_array_equal(np.concatenate(blocks), whole)
     part = load_audio(path, SR, offset=7.3, duration=11.1).numpy()
-    streamed = np.concatenate(list(_stream_audio(str(path), SR, 7.3, 11.1, 2.0)))
+    streamed = np.concatenate(list(stream_audio(str(path), SR, 7.3, 11.1, 2.0)))
     np.testing.assert_array_equal(streamed, part)
     # Resampled as a stream: the same samples up to float rounding.
     low = tmp_path / "low.wav"
     sf.write(low, soxr.resample(whole[: 20 * SR], SR, 8000), 8000)
     ref = load_audio(low, SR).numpy()
-    streamed = np.concatenate(list(_stream_audio(str(low), SR, block_seconds=1.7)))
+    streamed = np.concatenate(list(stream_audio(str(low), SR, block_seconds=1.7)))
     assert len(streamed) == len(ref)
     np.testing.assert_allclose(streamed, ref, atol=1e-4)
 
@@ -708,7 +707,7 @@ def test_bad_audio_works_or_is_one_line_naming_the_file(
     try:
         if hour:  # header and the first blocks of the stream: never an hour in memory
             assert audio_info(path).duration == 3600
-            blocks = _stream_audio(str(path), SR, block_seconds=10)
+            blocks = stream_audio(str(path), SR, block_seconds=10)
             wave = torch.from_numpy(np.concatenate([next(blocks), next(blocks)]))
         else:
             wave = load_audio(path, SR)
