@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import asr.ctc as ctc_module
+import asr.ctc.loss as ctc_loss_module
+import asr.ctc.recursion as recursion
 from asr.ctc import CTCLoss, ctc_loss, resolve_ctc_loss
 
 F64 = torch.float64
@@ -227,7 +228,7 @@ def test_atomic_free_path_agrees(monkeypatch):
     """The fold used on CUDA (no floating-point atomics) gives the CPU fold's result."""
     batch = random_batch(9, 50, 6, 5, 20, repeats=True)  # many repeated classes
     expected = loss_and_grad(ctc_loss, *batch, reduction="none")
-    monkeypatch.setattr(ctc_module, "_atomic_free", lambda device: True)
+    monkeypatch.setattr(recursion, "_atomic_free", lambda device: True)
     got = loss_and_grad(ctc_loss, *batch, reduction="none")
     assert torch.equal(expected[0], got[0])
     torch.testing.assert_close(got[1], expected[1], rtol=1e-14, atol=1e-15)
@@ -237,8 +238,8 @@ def test_log_space_path_agrees_with_rescaled_path():
     lp, targets, il, tl = random_batch(10, 60, 5, 8, 20, repeats=True)
     padded = targets
     args = (lp, padded, il, tl, 0)
-    nll_r, grad_r, ok = ctc_module._forward_backward(*args, False, True)
-    nll_l, grad_l, _ = ctc_module._forward_backward(*args, True, True)
+    nll_r, grad_r, ok = recursion.forward_backward(*args, False, True)
+    nll_l, grad_l, _ = recursion.forward_backward(*args, True, True)
     assert ok.all()
     torch.testing.assert_close(nll_r, nll_l, rtol=1e-12, atol=0)
     torch.testing.assert_close(grad_r, grad_l, rtol=1e-10, atol=1e-12)
@@ -363,13 +364,13 @@ def test_very_peaked_inputs_fall_back_to_log_space(monkeypatch):
     sample is redone in log space; loss and gradient stay finite and exact."""
     batch = random_batch(16, 80, 4, 10, 20, spread=200.0)
     calls = []
-    original = ctc_module._forward_backward
+    original = ctc_loss_module.forward_backward
 
     def spy(*args):
         calls.append(args[5])  # log_space
         return original(*args)
 
-    monkeypatch.setattr(ctc_module, "_forward_backward", spy)
+    monkeypatch.setattr(ctc_loss_module, "forward_backward", spy)
     loss, grad = loss_and_grad(ctc_loss, *batch, reduction="none")
     assert True in calls, "the log-space fallback was not used"
     assert torch.isfinite(loss).all() and torch.isfinite(grad).all()

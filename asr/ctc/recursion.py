@@ -1,290 +1,20 @@
-"""Connectionist Temporal Classification loss, computed by our own forward-backward.
-
-A drop-in for :func:`torch.nn.functional.ctc_loss` / :class:`torch.nn.CTCLoss`: same
-signature, shapes, reductions and gradient convention, written only with torch tensor
-operations so that one code path serves CPU and CUDA tensors.
-
-The algorithm (Graves et al., 2006, "Connectionist Temporal Classification", sec. 4.1)
--------------------------------------------------------------------------------------
-For a target ``l`` of length ``L`` the extended label sequence ``l'`` has ``S = 2L+1``
-states: blanks at even positions, labels at odd ones. The forward variable
-``alpha_t(s)`` sums the probabilities of all path prefixes ending in state ``s`` at
-frame ``t``, the backward variable ``beta_t(s)`` those of the suffixes, and
-``alpha_t(s) beta_t(s) / y_t(l'_s)`` summed over the states of one class gives the
-occupancy from which the gradient follows (Eq. 14-16).
-
-How it is organised, and why. The loop over frames is inherently sequential; on a CPU
-its cost is the number of tensor operations per step, on a GPU the number of kernel
-launches, so everything below cuts those.
-
-1. **Rescaled probabilities** (the paper's Eq. 16 rescaling, not log space): a step is
-   "add two shifted copies, multiply by the emissions", four cheap operations instead of
-   the dozen of a log-sum-exp, plus a rescaling every few steps. Emissions are taken
-   relative to the best of the sample's own classes at that frame, ``exp(lp - m_t)``,
-   and the scales are accumulated in float64: ``-log P = -sum_t (log c_t + m_t)``. The
-   state itself is float64, since within one frame the forward variables of distant
-   states span hundreds of nats (float32 underflows at e^-87).
-2. **One loop for both directions.** The backward recursion is the forward recursion of
-   the *reversed* problem (frames and label sequence reversed), so forward problems
-   (rows ``0..B-1``) and reversed ones (rows ``B..2B-1``) share one ``(2B, S)`` state
-   and one loop of ``T`` steps. A reversed row waits at its start state through the
-   padded frames, so every sample's reversed recursion reaches frame 0 at the last step.
-3. **Meet in the middle.** During the first ``ceil(T/2)`` steps each step's state is
-   stored, rows swapped with their partner; during the rest each row multiplies the
-   stored partner state of the same frame by its own pre-emission value (reordered into
-   the partner's label order), which leaves ``alpha beta / y`` in place. Storage is
-   banded (after ``k + 1`` steps only states ``s <= 2k + 1`` are reachable), so it
-   takes about three quarters of an alpha table plus a beta table.
-4. **Compact emissions.** Each sample reads its emissions from a table of its own
-   classes only (its labels and the blank), so nothing of size ``C`` is touched inside
-   the loop, and a large vocabulary costs no more than a small one.
-5. **Exactness check and log-space fallback.** In exact arithmetic
-   ``sum_s alpha_t(s) beta_t(s) / y_t(l'_s) = P(l|x)`` for *every* frame ``t``. We
-   evaluate this identity at every frame from the rescaled quantities; where the
-   estimates disagree beyond rounding (the recursion lost mass to underflow, as with
-   extremely peaked outputs), that sample alone is recomputed in log space in float64.
-
-Gradient convention
--------------------
-Like torch's native kernel we return ``d loss / d log_probs = exp(log_probs) - occ``,
-where ``occ`` is the occupancy of each class at each frame: Graves' Eq. 16 for the
-gradient w.r.t. the unnormalised outputs, expressed so that it flows through
-``log_softmax``. The exact partial derivative w.r.t. free ``log_probs`` is ``-occ``; the
-two differ by ``exp(log_probs)``, which ``log_softmax``'s backward removes exactly
-because a frame's occupancies sum to one. We follow torch so that switching one loss
-for the other changes nothing downstream; the consequence is that the gradient is exact
-for normalised log-probabilities (the only meaningful CTC input) and a gradcheck must
-go through ``log_softmax``.
-
-Determinism
------------
-Every reduction has a fixed order: sums over a dimension, a cumulative sum, gathers and
-index copies. Folding state occupancies onto classes (several states share a class)
-uses ``scatter_add_`` on the CPU, which adds in index order; on other devices the
-repeated occurrences of a label are summed in a fixed order and each class is written
-once, so no floating-point atomics are involved.
+"""The forward-backward computation behind :func:`asr.ctc.ctc_loss`: one loop over
+frames gives alpha and beta (rescaled probabilities, meeting in the middle), and the
+occupancies that the gradient is made of. :mod:`asr.ctc` describes the algorithm.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = ["CTC_IMPLEMENTATIONS", "CTCLoss", "ctc_loss", "resolve_ctc_loss"]
-
-_Lengths = Tensor | Sequence[int]
-
-
-def ctc_loss(
-    log_probs: Tensor,
-    targets: Tensor,
-    input_lengths: _Lengths,
-    target_lengths: _Lengths,
-    blank: int = 0,
-    reduction: str = "mean",
-    zero_infinity: bool = False,
-) -> Tensor:
-    """CTC loss with the signature and semantics of ``torch.nn.functional.ctc_loss``.
-
-    Args:
-        log_probs: ``(T, B, C)`` or unbatched ``(T, C)`` log-probabilities (normally the
-            output of ``log_softmax``). float64 is computed in float64; float32, float16
-            and bfloat16 are computed in float32 and returned in their own dtype.
-        targets: padded ``(B, S_max)`` or concatenated 1-D ``(sum(target_lengths),)``
-            class indices; unbatched input takes ``(S,)``. Entries past a sample's
-            target length are ignored (never read).
-        input_lengths: ``(B,)`` frames per sample, each ``<= T``.
-        target_lengths: ``(B,)`` labels per sample.
-        blank: index of the blank class.
-        reduction: ``"none"`` gives ``(B,)`` (``()`` unbatched); ``"sum"`` the sum;
-            ``"mean"`` divides each loss by its target length (clamped to 1) and
-            averages over the batch.
-        zero_infinity: infinite losses (infeasible pairs) and their gradients become 0.
-
-    Raises:
-        ValueError: shapes that do not fit, lengths out of range, or a target label that
-            is negative, ``>= C`` or equal to ``blank``; the message names the sample.
-    """
-    if reduction not in ("none", "mean", "sum"):
-        raise ValueError(
-            f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}"
-        )
-    unbatched = log_probs.dim() == 2
-    if unbatched:
-        log_probs = log_probs.unsqueeze(1)  # (T, C) -> (T, 1, C)
-        if targets.dim() != 1:
-            raise ValueError(
-                "unbatched log_probs (T, C) take 1-D targets, got shape "
-                f"{tuple(targets.shape)}"
-            )
-        targets = targets.unsqueeze(0)  # (S,) -> (1, S)
-    elif log_probs.dim() != 3:
-        raise ValueError(
-            f"log_probs must be (T, B, C) or (T, C), got shape {tuple(log_probs.shape)}"
-        )
-    T, B, C = log_probs.shape
-    in_lens = _as_lengths(input_lengths, B, "input_lengths")
-    tg_lens = _as_lengths(target_lengths, B, "target_lengths")
-    padded = _padded_targets(targets, tg_lens, B)
-    _validate(padded, in_lens, tg_lens, T, C, blank)
-
-    losses = _CTCFunction.apply(
-        log_probs, padded, in_lens, tg_lens, blank, zero_infinity
-    )  # (B,)
-    if reduction == "none":
-        return losses.squeeze(0) if unbatched else losses
-    if reduction == "sum":
-        return losses.sum()
-    divisor = tg_lens.clamp(min=1).to(device=losses.device, dtype=losses.dtype)
-    return (losses / divisor).mean()
-
-
-def _torch_ctc_loss(*args, **kwargs) -> Tensor:
-    return torch.nn.functional.ctc_loss(*args, **kwargs)
-
-
-# Training code chooses the implementation by name (one config key), e.g. to compare.
-CTC_IMPLEMENTATIONS = {"asr": ctc_loss, "torch": _torch_ctc_loss}
-
-
-def resolve_ctc_loss(name: str) -> Callable[..., Tensor]:
-    """The CTC loss function called ``name``: ``"asr"`` (ours) or ``"torch"``.
-
-    Both take the arguments of ``torch.nn.functional.ctc_loss``.
-    """
-    try:
-        return CTC_IMPLEMENTATIONS[name]
-    except KeyError:
-        known = ", ".join(sorted(CTC_IMPLEMENTATIONS))
-        raise ValueError(
-            f"unknown CTC implementation {name!r}; choose one of: {known}"
-        ) from None
-
-
-class CTCLoss(nn.Module):
-    """Module form of :func:`ctc_loss`, with the constructor of ``torch.nn.CTCLoss``."""
-
-    def __init__(
-        self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False
-    ) -> None:
-        super().__init__()
-        self.blank = blank
-        self.reduction = reduction
-        self.zero_infinity = zero_infinity
-
-    def forward(
-        self,
-        log_probs: Tensor,
-        targets: Tensor,
-        input_lengths: _Lengths,
-        target_lengths: _Lengths,
-    ) -> Tensor:
-        return ctc_loss(
-            log_probs,
-            targets,
-            input_lengths,
-            target_lengths,
-            blank=self.blank,
-            reduction=self.reduction,
-            zero_infinity=self.zero_infinity,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"blank={self.blank}, reduction={self.reduction!r}, "
-            f"zero_infinity={self.zero_infinity}"
-        )
-
-
-# --------------------------------------------------------------------------------------
-# Argument handling. Lengths and targets are validated on the host: torch's kernel reads
-# out of bounds on a bad label, we refuse it and say which sample.
-
-
-def _as_lengths(lengths: _Lengths, batch: int, name: str) -> Tensor:
-    """Lengths as a CPU int64 tensor of shape ``(B,)``."""
-    if isinstance(lengths, Tensor):
-        if lengths.is_floating_point() or lengths.is_complex():
-            raise ValueError(f"{name} must hold integers, got dtype {lengths.dtype}")
-        out = lengths.detach().to("cpu", torch.int64).reshape(-1)
-    else:
-        out = torch.as_tensor(list(lengths), dtype=torch.int64).reshape(-1)
-    if out.numel() != batch:
-        raise ValueError(f"{name} has {out.numel()} entries for a batch of {batch}")
-    return out
-
-
-def _padded_targets(targets: Tensor, tg_lens: Tensor, batch: int) -> Tensor:
-    """Targets as a ``(B, L_max)`` int64 CPU tensor, from padded or concatenated."""
-    if targets.is_floating_point() or targets.is_complex():
-        raise ValueError(f"targets must hold integers, got dtype {targets.dtype}")
-    tgt = targets.detach().to("cpu", torch.int64)
-    if tgt.dim() == 2:
-        if tgt.shape[0] != batch:
-            raise ValueError(f"targets has {tgt.shape[0]} rows for a batch of {batch}")
-        too_long = (tg_lens > tgt.shape[1]).nonzero().flatten()
-        if too_long.numel():
-            b = int(too_long[0])
-            raise ValueError(
-                f"sample {b}: target_length {int(tg_lens[b])} exceeds the padded "
-                f"targets width {tgt.shape[1]}"
-            )
-        return tgt
-    if tgt.dim() != 1:
-        raise ValueError(f"targets must be 1-D or 2-D, got shape {tuple(tgt.shape)}")
-    if (tg_lens < 0).any():
-        b = int((tg_lens < 0).nonzero()[0])
-        raise ValueError(f"sample {b}: negative target_length {int(tg_lens[b])}")
-    total = int(tg_lens.sum())
-    if total != tgt.numel():
-        raise ValueError(
-            f"concatenated targets hold {tgt.numel()} labels but target_lengths sum "
-            f"to {total}"
-        )
-    width = int(tg_lens.max()) if batch else 0
-    out = torch.zeros(batch, width, dtype=torch.int64)
-    # Scatter the concatenation into rows: position j of sample b is at offset[b] + j.
-    offsets = torch.cumsum(tg_lens, 0) - tg_lens
-    pos = torch.arange(width)
-    mask = pos[None, :] < tg_lens[:, None]
-    out[mask] = tgt[(offsets[:, None] + pos[None, :])[mask]]
-    return out
-
-
-def _validate(
-    padded: Tensor, in_lens: Tensor, tg_lens: Tensor, T: int, C: int, blank: int
-) -> None:
-    if not 0 <= blank < C:
-        raise ValueError(f"blank index {blank} is outside the {C} classes")
-    for name, lens, limit in (
-        ("input_length", in_lens, T),
-        ("target_length", tg_lens, None),
-    ):
-        bad = (lens < 0) if limit is None else (lens < 0) | (lens > limit)
-        if bad.any():
-            b = int(bad.nonzero()[0])
-            bound = "" if limit is None else f" (the input has {limit} frames)"
-            raise ValueError(
-                f"sample {b}: {name} {int(lens[b])} is out of range{bound}"
-            )
-    valid = torch.arange(padded.shape[1])[None, :] < tg_lens[:, None]
-    bad = valid & ((padded < 0) | (padded >= C) | (padded == blank))
-    if bad.any():
-        b, i = (int(v) for v in bad.nonzero()[0])
-        label = int(padded[b, i])
-        why = "is the blank index" if label == blank else f"is outside [0, {C})"
-        raise ValueError(f"sample {b}: target label {label} at position {i} {why}")
-
-
-# --------------------------------------------------------------------------------------
-# The computation.
+__all__ = ["Problem", "forward_backward", "gradient", "sample_classes"]
 
 
 @dataclass
-class _Problem:
+class Problem:
     """The stacked forward (rows ``0..B-1``) and reversed (rows ``B..2B-1``) problems.
 
     Shapes: ``B2 = 2B``; ``S = 2 L_max + 1`` states; ``K`` the most distinct classes
@@ -300,7 +30,7 @@ class _Problem:
     meet_index: Tensor  # (B2, S) int64: own state at partner-layout position, S if none
 
 
-def _sample_classes(
+def sample_classes(
     padded: Tensor, tg_lens: Tensor, blank: int, C: int
 ) -> tuple[Tensor, Tensor]:
     """Each sample's compact class table: its target's classes and the blank, sorted.
@@ -326,14 +56,14 @@ def _sample_classes(
     return classes, order
 
 
-def _build_problem(
+def build_problem(
     padded: Tensor,
     tg_lens: Tensor,
     blank: int,
     table: tuple[Tensor, Tensor],
     device: torch.device,
-) -> _Problem:
-    """The stacked problem; ``table`` is :func:`_sample_classes`' output."""
+) -> Problem:
+    """The stacked problem; ``table`` is :func:`sample_classes`' output."""
     B, L = padded.shape
     S = 2 * L + 1
     pos = torch.arange(L)
@@ -364,7 +94,7 @@ def _build_problem(
     # S_b - 1 - s_p (the two label sequences are each other's reversal).
     own = n_states[:, None] - 1 - s[None, :]
     meet_index = torch.where(own >= 0, own, S)
-    return _Problem(
+    return Problem(
         classes=classes.to(device),
         compact=compact.to(device),
         columns=columns.to(device),
@@ -434,7 +164,7 @@ def _emission_table(
 
 
 def _joint_loop(
-    E: Tensor, prob: _Problem, log_space: bool
+    E: Tensor, prob: Problem, log_space: bool
 ) -> tuple[list[Tensor], Tensor]:
     """Run the forward and reversed recursions together, meeting in the middle.
 
@@ -601,7 +331,7 @@ def _slot_chunk(
     return out
 
 
-def _forward_backward(
+def forward_backward(
     lp: Tensor,
     padded: Tensor,
     in_lens: Tensor,
@@ -617,15 +347,15 @@ def _forward_backward(
         lp: ``(T, B, C)`` log-probabilities in the compute dtype.
     Returns:
         ``(nll (B,), occ (T, B, K) or None, ok (B,) bool)``: ``occ`` over the compact
-        classes of :func:`_sample_classes`; ``ok`` is False where the rescaled
+        classes of :func:`sample_classes`; ``ok`` is False where the rescaled
         recursion could not be trusted (always True in log space).
     """
     T, B, C = lp.shape
     dev, dt = lp.device, lp.dtype
     min_len = int(in_lens.min())
     if table is None:
-        table = _sample_classes(padded, tg_lens, blank, C)
-    prob = _build_problem(padded, tg_lens, blank, table, dev)
+        table = sample_classes(padded, tg_lens, blank, C)
+    prob = build_problem(padded, tg_lens, blank, table, dev)
     K = prob.classes.shape[1]
     blank_col = (prob.classes == blank).int().argmax(1)  # (B,) first blank column
     E, m = _emission_table(lp, prob.classes, blank_col, in_lens, log_space)
@@ -728,7 +458,7 @@ def _forward_backward(
     return nll, occ, ok
 
 
-def _gradient(
+def gradient(
     lp: Tensor,
     occ: Tensor,
     classes: Tensor,
@@ -743,7 +473,7 @@ def _gradient(
         lp: ``(T, B, C)`` log-probabilities in the compute dtype.
         occ: ``(T, B, K)`` occupancy of each sample's compact classes.
         classes: ``(B, K)`` the class of each compact column, from
-            :func:`_sample_classes`.
+            :func:`sample_classes`.
         weight: ``(B,)`` upstream gradient of each sample's loss.
         dead: ``(B,)`` samples whose loss is infinite: 0 with ``zero_infinity``,
             otherwise NaN on their real frames, as torch gives.
@@ -774,95 +504,3 @@ def _gradient(
         frame_ok = torch.arange(T, device=dev)[:, None] < in_lens.to(dev)[None, :]
         grad.masked_fill_(~frame_ok[:, :, None], 0.0)
     return grad
-
-
-def _compute(
-    lp: Tensor,
-    padded: Tensor,
-    in_lens: Tensor,
-    tg_lens: Tensor,
-    blank: int,
-    need_grad: bool,
-) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """Rescaled computation with per-sample log-space fallback.
-
-    Returns:
-        ``(nll (B,), occ (T, B, K) or None, dead (B,) bool, classes (B, K))``:
-        ``dead`` marks infinite losses (infeasible pairs, no frames for a non-empty
-        target); ``occ`` is over the compact ``classes`` of each sample.
-    """
-    T, B, C = lp.shape
-    table = _sample_classes(padded, tg_lens, blank, C)
-    classes = table[0]
-    if T == 0 or B == 0:  # no frames: P = 1 for empty targets, else 0
-        nll = torch.where(tg_lens == 0, 0.0, float("inf")).to(lp)
-        occ = lp.new_zeros(T, B, classes.shape[1]) if need_grad else None
-        return nll, occ, torch.isinf(nll), classes
-    nll, occ, ok = _forward_backward(
-        lp, padded, in_lens, tg_lens, blank, False, need_grad, table
-    )
-    # A target needs one frame per label plus one between equal neighbours.
-    inside = torch.arange(1, max(1, padded.shape[1]))[None, :] < tg_lens[:, None]
-    repeats = ((padded[:, 1:] == padded[:, :-1]) & inside).sum(1)
-    infeasible = (tg_lens + repeats > in_lens).to(lp.device)
-    redo = (~ok & ~infeasible).nonzero().flatten()
-    if redo.numel():
-        # The rescaled recursion lost mass for these samples (extremely peaked
-        # outputs): redo them in log space, in float64.
-        idx_cpu = redo.cpu()
-        sub_nll, sub_occ, _ = _forward_backward(
-            lp[:, redo].double(),
-            padded[idx_cpu],
-            in_lens[idx_cpu],
-            tg_lens[idx_cpu],
-            blank,
-            True,
-            need_grad,
-            (table[0][idx_cpu], table[1][idx_cpu]),
-        )
-        nll[redo] = sub_nll.to(nll.dtype)
-        if occ is not None:
-            occ[:, redo] = sub_occ.to(occ.dtype)
-    nll = torch.where(infeasible, float("inf"), nll)
-    return nll, occ, infeasible | torch.isinf(nll), classes
-
-
-class _CTCFunction(torch.autograd.Function):
-    """Per-sample CTC negative log-likelihood with the analytic gradient.
-
-    The forward pass (one loop gives alpha and beta) keeps only the occupancy of each
-    sample's own classes, ``(T, B, K)``; backward builds ``exp(lp) - occupancy``
-    scaled by the upstream weights in one fresh ``(T, B, C)`` tensor, so it can run
-    any number of times (gradcheck, ``retain_graph``).
-    """
-
-    @staticmethod
-    def forward(ctx, log_probs, padded, in_lens, tg_lens, blank, zero_infinity):
-        compute_dtype = (
-            torch.float64 if log_probs.dtype == torch.float64 else torch.float32
-        )
-        lp = log_probs.detach().to(compute_dtype)
-        need_grad = ctx.needs_input_grad[0]
-        nll, occ, dead, classes = _compute(
-            lp, padded, in_lens, tg_lens, blank, need_grad
-        )
-        if zero_infinity:
-            nll = nll.masked_fill(dead, 0.0)
-        if need_grad:
-            ctx.save_for_backward(log_probs, occ)
-            ctx.classes = classes
-            ctx.in_lens = in_lens
-            ctx.dead = dead
-            ctx.zero_infinity = zero_infinity
-        return nll.to(log_probs.dtype)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_nll):
-        log_probs, occ = ctx.saved_tensors
-        lp = log_probs.detach().to(occ.dtype)
-        classes = ctx.classes.to(lp.device)
-        grad = _gradient(
-            lp, occ, classes, ctx.in_lens, grad_nll, ctx.dead, ctx.zero_infinity
-        )
-        return grad.to(log_probs.dtype), None, None, None, None, None
