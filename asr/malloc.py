@@ -5,8 +5,8 @@ glibc's malloc does not give the freed memory back or reuse it well: the demo's
 training process grew by about 7 MB per step (4.5 GB after two of its three passes)
 and slowed down as it grew (75x real time in its third pass against 128x for the same
 pass resumed in a fresh process). With tcmalloc (Debian's libtcmalloc-minimal4) the
-same loop stays near 1.5 GB and runs faster (README, "The memory allocator";
-tools/bench_alloc.py).
+same loop stays near 1.5 GB and runs faster (docs/benchmarks.md, "Memory allocator
+in training"; tools/bench_alloc.py).
 
 An allocator can only be chosen before the process starts, so the ``asr`` command
 re-executes itself once with tcmalloc in ``LD_PRELOAD`` (before importing torch).

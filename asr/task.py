@@ -100,7 +100,8 @@ class ASRTask(L.LightningModule):
             (``phones_filepath``; the synthetic corpus's engines say what they spoke
             and when). 0 turns it off. The dense per-frame targets teach the lower
             layers acoustics directly instead of through CTC's alignment search
-            (measured on the synthetic recipe: about 1 point of test CER; README).
+            (measured on the synthetic recipe: about 1 point of test CER;
+            recipes/synthetic/RESULTS.md).
             The phone head is not part of the exported model.
         phone_layer: the recurrent layer (index, negative from the end) whose
             output the phone head reads; a middle layer leaves the layers above it

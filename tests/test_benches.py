@@ -1,4 +1,5 @@
-"""The benchmark scripts under tools/ run and print the tables the README quotes.
+"""The benchmark scripts under tools/ run and print the tables docs/benchmarks.md
+quotes.
 
 Not timed (timings on a shared machine mean nothing in a test): each script runs at a
 tiny size, and the test checks that every row it promises is there with numbers in

@@ -116,28 +116,3 @@ def test_help_is_the_header_and_the_options():
     assert "0 generate  1 manifests" in done.stdout and "--corpus-opts" in done.stdout
     assert "set -euo" not in done.stdout
     assert not [line for line in done.stdout.splitlines() if line.startswith("#")]
-
-
-@pytest.mark.parametrize("name", ["toy", "demo", "large", "xl"])
-def test_synthetic_configs_parse(name, capsys):
-    """Every key of every synthetic config is a constructor argument LightningCLI
-    accepts (only demo.yaml and toy.yaml are trained in make demo / make test)."""
-    import yaml
-
-    from asr.train import run_training
-
-    with pytest.raises(SystemExit) as done:
-        run_training(
-            [
-                "--config",
-                str(ROOT / "conf" / "synthetic" / f"{name}.yaml"),
-                "--print_config",
-            ]
-        )
-    assert done.value.code in (0, None)
-    config = yaml.safe_load(capsys.readouterr().out)
-    trainer = config["trainer"]
-    assert trainer["default_root_dir"] == f"exp/{name}"
-    assert trainer["logger"]["init_args"]["save_dir"] == f"exp/{name}"
-    assert config["model"]["ctc_impl"] == "asr"
-    assert config["data"]["train_manifest"].endswith("train.jsonl")

@@ -29,13 +29,14 @@ from asr.inference import CheckpointError, load_model
 from asr.train import configure_lightning_output, run_training
 
 ROOT = Path(__file__).resolve().parent.parent
+# toy.yaml is a delta over demo.yaml (its first line): both, the base first.
 TOY = ROOT / "conf" / "synthetic" / "toy.yaml"
+TOY_CONFIG = ["--config", str(TOY.parent / "demo.yaml"), "--config", str(TOY)]
 
 
 def train_args(manifests, out: Path, epochs: int, *extra: str) -> list[str]:
     return [
-        "--config",
-        str(TOY),
+        *TOY_CONFIG,
         "--data.train_manifest",
         str(manifests["train"]),
         "--data.val_manifest",

@@ -600,7 +600,8 @@ def test_a_corrupt_long_file_fails_alone(long_recording, train, recognizer, tmp_
 # -- the bad-audio table ------------------------------------------------------------
 # Every kind of audio file a user may hand us, and what happens to it: it works, or
 # it is one line naming the file (asr.audio.AudioError), in `asr transcribe` as in
-# training, where the run goes on without it and says so. README's table lists them.
+# training, where the run goes on without it and says so. docs/reliability.md's table
+# lists them.
 
 
 def _speech(train) -> np.ndarray:
