@@ -177,11 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(argv: list[str]) -> int:
-    from asr.train import run_training
+    from asr.train import ConfigError, run_training
 
     try:
         run_training(argv)
-    except _user_errors() as err:
+    except (*_user_errors(), ConfigError) as err:
         print(f"asr train: error: {err}", file=sys.stderr)
         return 1
     return 0

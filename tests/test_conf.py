@@ -1,16 +1,14 @@
 """The training configurations: one base per recipe, the others small deltas over it.
 
 A delta's first line names its base (``# base: demo.yaml``, relative to the delta's
-directory); the recipes pass ``--config BASE --config DELTA`` to ``asr train``, and
-LightningCLI lets the later file override the earlier one. Each delta holds only
+directory); ``asr train --config DELTA`` reads the base first, and LightningCLI lets
+the later file override the earlier one. Each delta holds only
 keys whose value differs from the base's, and base + delta is a configuration
 LightningCLI accepts, with the facts below."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +26,6 @@ def base_of(config: Path) -> Path | None:
     first = config.read_text(encoding="utf-8").split("\n", 1)[0]
     found = re.match(r"# base: *(\S+)", first)
     return config.parent / found.group(1) if found else None
-
-
-def config_files(config: Path) -> list[Path]:
-    """The files to pass to ``asr train --config``, the base first."""
-    base = base_of(config)
-    return ([] if base is None else config_files(base)) + [config]
 
 
 def leaves(tree: Any, prefix: tuple = ()) -> dict[tuple, Any]:
@@ -59,9 +51,8 @@ def resolved(config: Path, capsys) -> dict[str, Any]:
     """The whole configuration LightningCLI makes of ``config`` and its base."""
     from asr.train import run_training
 
-    args = [a for f in config_files(config) for a in ("--config", str(f))]
     with pytest.raises(SystemExit) as done:
-        run_training([*args, "--print_config"])
+        run_training(["--config", str(config), "--print_config"])
     assert done.value.code in (0, None)
     return yaml.safe_load(capsys.readouterr().out)
 
@@ -93,26 +84,27 @@ def test_a_delta_holds_only_what_differs_from_its_base(recipe, name):
     assert len(delta_path.read_text().splitlines()) < 40, "a delta should be small"
 
 
-def test_the_recipes_pass_the_base_first():
-    """run.sh's config_options gives what config_files gives."""
-    for recipe in BASES:
-        script = (ROOT / "recipes" / recipe / "run.sh").read_text(encoding="utf-8")
-        function = re.search(r"^config_options\(\) \{\n.*?^\}\n", script, re.S | re.M)
-        assert function, f"recipes/{recipe}/run.sh: no config_options function"
-        for config in sorted((CONF / recipe).glob("*.yaml")):
-            rel = config.relative_to(ROOT)
-            done = subprocess.run(
-                ["bash", "-c", f'{function.group(0)}config_options "$1"', "-", rel],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                env={**os.environ, "LC_ALL": "C"},
-                check=True,
-            )
-            given = done.stdout.split("\n")[:-1]
-            files = [str(f.relative_to(ROOT)) for f in config_files(config)]
-            want = [a for f in files for a in ("--config", f)]
-            assert given == want, (recipe, config.name)
+def test_asr_train_reads_a_delta_over_its_base(tmp_path):
+    """asr train puts the bases a config names before it, once each."""
+    from asr.train import config_bases, expand_configs
+
+    large = CONF / "synthetic" / "large.yaml"
+    assert [p.resolve() for p in config_bases(large)] == [
+        (CONF / "synthetic" / "demo.yaml").resolve(),
+        large.resolve(),
+    ]
+    demo = str(CONF / "synthetic" / "demo.yaml")
+    given = ["--config", demo, f"--config={large}", "--trainer.max_epochs", "1"]
+    assert expand_configs(given) == [
+        "--config", demo, "--config", str(large), "--trainer.max_epochs", "1",
+    ]  # fmt: skip
+    (tmp_path / "a.yaml").write_text("# base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("# base: a.yaml\n")
+    with pytest.raises(ValueError, match="name each other as bases"):
+        config_bases(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("# base: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"missing\.yaml.*base of"):
+        config_bases(tmp_path / "c.yaml")
 
 
 @pytest.mark.parametrize("name", ["demo", "large", "xl", "toy"])

@@ -82,17 +82,6 @@ esac
 
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
-# A config whose first line is "# base: FILE" holds only the keys that differ from
-# FILE (a path relative to the config's own directory): LightningCLI reads the base
-# first, then the config (a later --config overrides an earlier one), e.g.
-# conf/librispeech/ds2_paper.yaml gives --config conf/librispeech/ds2_1gpu.yaml
-# --config conf/librispeech/ds2_paper.yaml.
-config_options() {
-  local base
-  base=$(sed -n '1s/^# base: *\([^ ]*\).*/\1/p' "$1")
-  [ -z "$base" ] || config_options "$(dirname "$1")/$base"
-  printf '%s\n' --config "$1"
-}
 asr() { "$python" -m asr "$@"; }
 mkdir -p "$data" "$exp"
 
@@ -168,9 +157,8 @@ if run_stage 4; then
       log "stage 4: resuming from $last"
       resume=(--ckpt_path "$last")
     fi
-    mapfile -t configs < <(config_options "$config")
-    log "stage 4: asr train ${configs[*]} on $train_manifest (validation: dev-clean)"
-    asr train "${configs[@]}" \
+    log "stage 4: asr train --config $config on $train_manifest (validation: dev-clean)"
+    asr train --config "$config" \
       --data.train_manifest "$train_manifest" --data.val_manifest "$data/dev-clean.jsonl" \
       --trainer.default_root_dir "$exp" --trainer.logger.init_args.save_dir "$exp" \
       --export "$exp/model.ckpt" "${resume[@]}" "${extra[@]}"

@@ -53,17 +53,6 @@ done
 
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
-# A config whose first line is "# base: FILE" holds only the keys that differ from
-# FILE (a path relative to the config's own directory): LightningCLI reads the base
-# first, then the config (a later --config overrides an earlier one), e.g.
-# conf/synthetic/large.yaml gives --config conf/synthetic/demo.yaml --config
-# conf/synthetic/large.yaml.
-config_options() {
-  local base
-  base=$(sed -n '1s/^# base: *\([^ ]*\).*/\1/p' "$1")
-  [ -z "$base" ] || config_options "$(dirname "$1")/$base"
-  printf '%s\n' --config "$1"
-}
 mkdir -p "$data" "$exp"
 
 if run_stage 0; then
@@ -124,9 +113,8 @@ if run_stage 3; then
       log "stage 3: this CPU has no native bfloat16 arithmetic: training in float32"
       precision=(--trainer.precision 32-true)
     fi
-    mapfile -t configs < <(config_options "$config")
-    log "stage 3: asr train ${configs[*]}, logs and checkpoints in $exp"
-    "$python" -m asr train "${configs[@]}" \
+    log "stage 3: asr train --config $config (over the base it names), logs and checkpoints in $exp"
+    "$python" -m asr train --config "$config" \
       --data.train_manifest "$data/train.jsonl" --data.val_manifest "$data/dev.jsonl" \
       --trainer.default_root_dir "$exp" --trainer.logger.init_args.save_dir "$exp" \
       --export "$exp/model.ckpt" "${precision[@]}" "${resume[@]}" "${extra[@]}"
