@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import stat
 import uuid
 from typing import Any
 
@@ -23,7 +24,6 @@ __all__ = [
     "atomic_save",
     "atomic_write_bytes",
     "atomic_write_text",
-    "fsync_file",
     "write_error",
 ]
 
@@ -85,15 +85,6 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[n:]
 
 
-def fsync_file(path: str | os.PathLike[str]) -> None:
-    """Flush a file's data to the disk (before renaming it over another)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_directory(directory: str) -> None:
     """Make a rename in ``directory`` durable; not every file system allows it."""
     try:
@@ -113,8 +104,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -
 
     A reader sees the old file or the new one, never part of one; a kill at any
     moment leaves one of the two; on failure the temporary file is removed and the
-    old file is untouched. The new file's permissions follow the umask (``0o666``
-    less the umask), as for any new file.
+    old file is untouched. A file that replaces another keeps the other's
+    permissions (a private ``0600`` file stays private); a new file's follow the
+    umask (``0o666`` less the umask), as for any new file.
 
     Raises:
         WriteError: the directory or the file cannot be written (a full disk...).
@@ -133,6 +125,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -
         raise write_error(p, e) from e
     try:
         try:
+            try:
+                os.fchmod(fd, stat.S_IMODE(os.stat(target).st_mode))
+            except FileNotFoundError:
+                pass
             _write_all(fd, data)
             os.fsync(fd)
         finally:
@@ -150,10 +146,15 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """:func:`atomic_write_bytes` of ``text`` in UTF-8 (newlines kept as given)."""
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8 (newlines kept as given).
+
+    File names that are not valid UTF-8 reach Python as lone surrogates
+    (``os.fsdecode``'s surrogate escapes); written back with the same escapes they
+    become the name's original bytes again, so a transcript names such a file
+    exactly as the file system does."""
     if not isinstance(text, str):
         raise TypeError(f"expected text (str), got {type(text).__name__}")
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:

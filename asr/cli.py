@@ -47,7 +47,12 @@ def entry() -> None:
     from asr.malloc import use_tcmalloc
 
     use_tcmalloc()
-    raise SystemExit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback
+        print("asr: interrupted", file=sys.stderr)
+        code = 130
+    raise SystemExit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--strict", action="store_true", help="exit 3 if any audio is unreadable"
     )
     p.add_argument("--batch-seconds", type=float, default=300.0)
+    _add_gate_options(p)
     p.add_argument("--device", default="cpu")
 
     p = sub.add_parser(
@@ -239,6 +245,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             "beta": args.beta,
             "beam_width": args.beam_width,
         },
+        progress=sys.stderr,
+        silence_db=_silence_db(args),
     )
     result = ev.summary()
     result["wall_seconds"] = round(time.perf_counter() - start, 3)
@@ -371,8 +379,10 @@ def _lm_build(args: argparse.Namespace) -> int:
 
 def _lm_tune(args: argparse.Namespace) -> int:
     from asr.decoding import save_decoder_settings
+    from asr.lm import load_lm
     from asr.tune import format_tune_table, manifest_log_probs, tune_lm_weights
 
+    load_lm(args.lm)  # a missing or broken LM fails before the model runs
     data = manifest_log_probs(
         args.manifest, args.checkpoint, args.batch_seconds, args.device, args.cache
     )
@@ -470,6 +480,7 @@ def _add_transcribe_parser(sub: argparse._SubParsersAction) -> None:
         default=5.0,
         help="overlap of consecutive windows (default: 5)",
     )
+    _add_gate_options(p)
     p.add_argument("--device", default="cpu", help="e.g. cpu, cuda, cuda:1")
     p.add_argument(
         "--threads",
@@ -480,15 +491,37 @@ def _add_transcribe_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_gate_options(p: argparse.ArgumentParser) -> None:
+    from asr.posteriors import SILENCE_DB
+
+    p.add_argument(
+        "--silence-db",
+        type=float,
+        default=SILENCE_DB,
+        help="the silence gate: audio quieter than this (dBFS, RMS of 10 ms) for "
+        f"longer than 0.2 s is read as silence (default: {SILENCE_DB:g})",
+    )
+    p.add_argument(
+        "--no-silence-gate",
+        action="store_true",
+        help="let the model read every frame, however quiet",
+    )
+
+
+def _silence_db(args: argparse.Namespace) -> float | None:
+    return None if args.no_silence_gate else args.silence_db
+
+
 def _transcribe(args: argparse.Namespace) -> int:
     import torch
 
     from asr.decoding import DecoderError, make_decoder
-    from asr.formats import OutputError, output_plan, write_results
+    from asr.formats import DirectoryWriter, OutputError, output_plan, write_results
     from asr.inference import load_model
     from asr.lm import LMError
     from asr.transcribe import (
         DEFAULT_THREADS,
+        Failure,
         Transcriber,
         Transcript,
         collect_sources,
@@ -502,10 +535,12 @@ def _transcribe(args: argparse.Namespace) -> int:
     # The thread count is process-wide: restore it, so that calling main() from
     # Python (tests, notebooks) leaves the caller's torch as it was.
     previous_threads = torch.get_num_threads()
+    directory: DirectoryWriter | None = None
+    unwritten: dict[int, Failure] = {}
     try:
         sources, failed_inputs = collect_sources(args.inputs)
         n_inputs = len(sources) + len(failed_inputs)
-        output_plan(args.format, n_inputs, args.output)  # refuse before any work
+        plan = output_plan(args.format, n_inputs, args.output)  # before any work
         for failure in failed_inputs:
             report(failure)
         threads = DEFAULT_THREADS if args.threads is None else args.threads
@@ -528,41 +563,75 @@ def _transcribe(args: argparse.Namespace) -> int:
                 batch_seconds=args.batch_seconds,
                 window_seconds=args.window_seconds,
                 overlap_seconds=args.overlap_seconds,
+                silence_db=_silence_db(args),
             )
         except ValueError as err:
             raise OutputError(str(err)) from None
-        results = transcriber.transcribe(
-            sources, on_failure=report, progress=sys.stderr
-        )
-        close = getattr(decoder, "close", None)
-        if close is not None:
-            close()
         header = {
             "model": model_summary(recognizer, args.checkpoint),
             "decoder": transcriber.settings(),
         }
-        written = write_results(
-            [*results, *failed_inputs], args.format, args.output, header, n_inputs
+        if plan == "directory":
+            directory = DirectoryWriter(args.output, args.format, sources, header)
+
+        def write(index: int, transcript: Transcript) -> None:
+            assert directory is not None
+            try:
+                directory.write(index, transcript)
+            except OutputError as err:  # this file alone; the others go on
+                unwritten[index] = Failure(transcript.source, str(err))
+                report(err)
+
+        results = transcriber.transcribe(
+            sources,
+            on_failure=report,
+            progress=sys.stderr,
+            on_result=write if directory is not None else None,
         )
+        close = getattr(decoder, "close", None)
+        if close is not None:
+            close()
+        results = [unwritten.get(i, r) for i, r in enumerate(results)]
+        if directory is not None:
+            written: list[Path] | str = directory.written
+        elif not any(isinstance(r, Transcript) for r in results):
+            written = []  # nothing succeeded: an earlier output stays as it was
+        else:
+            written = write_results(
+                [*results, *failed_inputs], args.format, args.output, header, n_inputs
+            )
     except errors as err:
         print(f"asr transcribe: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        kept = ""
+        if directory is not None and directory.written:
+            kept = f"; the {len(directory.written)} files written to {args.output} "
+            kept += "are kept"
+        print(f"asr transcribe: interrupted{kept}", file=sys.stderr)
+        return 130
     finally:
         torch.set_num_threads(previous_threads)
     if isinstance(written, str):
-        sys.stdout.write(written)
+        # A name that is not UTF-8 goes out as the bytes the file system holds.
+        out = getattr(sys.stdout, "buffer", None)
+        if out is None:  # a text-only stream (redirected in Python)
+            sys.stdout.write(written)
+        else:
+            sys.stdout.flush()
+            out.write(written.encode("utf-8", "surrogateescape"))
         sys.stdout.flush()
-    elif len(written) == 1:
+    elif len(written) == 1 and directory is None:
         print(f"asr transcribe: wrote {written[0]}", file=sys.stderr)
     elif written:
-        print(
-            f"asr transcribe: wrote {len(written)} files to {args.output}",
-            file=sys.stderr,
-        )
+        files = "1 file" if len(written) == 1 else f"{len(written)} files"
+        print(f"asr transcribe: wrote {files} to {args.output}", file=sys.stderr)
     n_failed = len(failed_inputs) + sum(not isinstance(r, Transcript) for r in results)
     if n_failed:
+        nothing = "; nothing written" if not written else ""
         print(
-            f"asr transcribe: {n_failed} of {n_inputs} inputs failed (named above)",
+            f"asr transcribe: {n_failed} of {n_inputs} inputs failed (named above)"
+            f"{nothing}",
             file=sys.stderr,
         )
         return 1

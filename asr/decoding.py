@@ -1931,16 +1931,20 @@ def make_decoder(
             from it).
         asr.lm.LMError: an LM that cannot be loaded.
     """
+    from asr.lm import LMError, load_lm
+
     given = {k: v for k, v in overrides.items() if v is not None}
     if lm is None and not given:
         return GreedyDecoder(list(labels))
+    if lm is not None:
+        load_lm(lm)  # a missing or broken LM is named as such, before the settings
     if checkpoint is not None:
         settings = resolve_decoder_settings(checkpoint, lm, **given)
     else:
         settings = {**given, **({"lm": lm} if lm is not None else {})}
     try:
         return build_decoder(list(labels), **settings)
-    except DecoderError:
+    except (DecoderError, LMError):
         raise
     except (TypeError, ValueError) as err:
         # The command line's values are typed; a decoder.json beside the checkpoint

@@ -46,7 +46,7 @@ from asr.metrics import (
     bootstrap_ci,
     char_errors,
 )
-from asr.posteriors import PosteriorRunner, Progress, manifest_sources
+from asr.posteriors import SILENCE_DB, PosteriorRunner, Progress, manifest_sources
 from asr.text import normalize
 
 __all__ = [
@@ -358,6 +358,7 @@ def evaluate(
     lm: str | Path | None = None,
     decoder_settings: dict[str, Any] | None = None,
     progress: TextIO | None = None,
+    silence_db: float | None = SILENCE_DB,
 ) -> Evaluation:
     """Decode every utterance of a manifest and score it against its reference.
 
@@ -376,6 +377,7 @@ def evaluate(
         lm: a KenLM model for beam search (when ``decoder`` is None).
         decoder_settings: e.g. ``alpha``, ``beta``, ``beam_width`` (None = default).
         progress: where to show progress (:class:`asr.posteriors.Progress`).
+        silence_db: the silence gate (:class:`asr.posteriors.PosteriorRunner`).
 
     Raises:
         CheckpointError: the checkpoint cannot be loaded.
@@ -387,7 +389,7 @@ def evaluate(
             rec.tokenizer.vocab, checkpoint, lm, **(decoder_settings or {})
         )
     utts = read_manifest(manifest)
-    runner = PosteriorRunner(rec, batch_seconds)
+    runner = PosteriorRunner(rec, batch_seconds, silence_db=silence_db)
     sources = manifest_sources(utts)
     hyps: dict[int, str] = {}
     errors: dict[int, str] = {}

@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ from typing import Any
 
 from asr.atomic import WriteError, atomic_write_text
 from asr.decoding import Word
-from asr.transcribe import Failure, Transcript
+from asr.transcribe import Failure, Source, Transcript
 
 __all__ = [
     "CUE_CHARACTERS",
@@ -56,11 +57,13 @@ __all__ = [
     "EXTENSIONS",
     "FORMATS",
     "Cue",
+    "DirectoryWriter",
     "OutputError",
     "cues",
     "output_plan",
     "render",
     "srt_timestamp",
+    "to_json",
     "vtt_timestamp",
     "write_results",
 ]
@@ -211,13 +214,27 @@ def _json_failure(f: Failure) -> dict[str, Any]:
     return record
 
 
+# A file name that is not valid UTF-8 reaches Python with its odd bytes as lone
+# surrogates (os.fsdecode's surrogate escapes, U+DC80-U+DCFF).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def to_json(document: Any) -> str:
+    """JSON text of ``document``, UTF-8 safe: other characters are kept as they are,
+    lone surrogates become ``\\udcXX`` escapes. That is valid JSON; ``json.load``
+    gives the same string back and ``os.fsencode`` of it the name's original bytes,
+    so a file whose name is not UTF-8 is named losslessly."""
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def render_json(results: Sequence[Transcript | Failure], header: dict[str, Any]) -> str:
     document = {
         **header,
         "results": [_json_result(r) for r in results if isinstance(r, Transcript)],
         "failed": [_json_failure(r) for r in results if isinstance(r, Failure)],
     }
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return to_json(document) + "\n"
 
 
 def render(
@@ -257,11 +274,14 @@ def render(
 
 def output_plan(fmt: str, n_inputs: int, output: str | os.PathLike[str] | None) -> str:
     """Where results go: ``"stdout"``, ``"file"`` or ``"directory"`` (see the module
-    docstring). Call it before transcribing, so an impossible request fails first.
+    docstring). Call it before transcribing, so an impossible request fails first:
+    the destination is tried (a file created and removed in its directory, or in the
+    nearest directory that exists), so a read-only place is found before any work.
 
     Raises:
         OutputError: an unknown format, SRT/WebVTT of several inputs without ``-o``,
-            or ``-o`` naming an existing file where a directory is needed.
+            ``-o`` naming an existing file where a directory is needed, or a
+            destination that cannot be written.
     """
     if fmt not in FORMATS:
         raise OutputError(
@@ -282,8 +302,34 @@ def output_plan(fmt: str, n_inputs: int, output: str | os.PathLike[str] | None) 
                 f"{out}: is a file; {fmt} of {n_inputs} inputs needs a directory "
                 "(one file per input)"
             )
+        _check_writable(out, out)
         return "directory"
+    if os.path.isdir(out):
+        raise OutputError(f"{out}: is a directory")
+    _check_writable(os.path.dirname(os.path.abspath(out)), out)
     return "file"
+
+
+def _check_writable(directory: str, shown: str) -> None:
+    """Create and remove a file in ``directory`` (or in its nearest existing
+    ancestor, where the directory would be created), so a destination that
+    cannot be written fails now, not after the work."""
+    probe_in = os.path.abspath(directory)
+    while not os.path.exists(probe_in):
+        parent = os.path.dirname(probe_in)
+        if parent == probe_in:
+            break
+        probe_in = parent
+    if not os.path.isdir(probe_in):
+        raise OutputError(f"{shown}: cannot write: {probe_in} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".asr-probe-", dir=probe_in)
+    except OSError as e:
+        raise OutputError(
+            f"{shown}: cannot write in {probe_in}: {e.strerror or e}"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 # A file name component at most this many bytes (file systems allow 255; room is
@@ -314,10 +360,11 @@ def _inside(path: str, directory: str) -> bool:
 
 
 def _output_paths(
-    directory: str | os.PathLike[str], transcripts: Sequence[Transcript], ext: str
+    directory: str | os.PathLike[str], sources: Sequence[Source], ext: str
 ) -> list[Path]:
-    """One file per transcript in ``directory``: ``<stem><ext>``, made unique by
-    appending ``-2``, ``-3``... to repeats.
+    """One file per source in ``directory``: ``<stem><ext>``, made unique by
+    appending ``-2``, ``-3``... to repeats (in input order, so a file's name does
+    not depend on which other inputs could be read).
 
     A stem comes from input names (a manifest's ``id`` among them), so it is not
     trusted: absolute paths, ``..`` and empty parts are dropped, control characters
@@ -327,8 +374,8 @@ def _output_paths(
     out = os.fspath(directory)
     seen: set[str] = set()
     paths = []
-    for t in transcripts:
-        parts = re.split(r"[/\\]", t.source.stem)
+    for src in sources:
+        parts = re.split(r"[/\\]", src.stem)
         kept = [_safe_component(p) for p in parts if p not in ("", ".", "..")]
         stem = "/".join(kept) or "audio"
         if not _inside(os.path.join(out, stem), out):
@@ -342,6 +389,51 @@ def _output_paths(
     return paths
 
 
+class DirectoryWriter:
+    """``-o DIR``: one file per transcript, written as soon as it is ready, so work
+    already done survives an interruption; a file that cannot be written fails
+    alone.
+
+    Args:
+        directory: the ``-o`` directory (created if needed).
+        fmt: one of :data:`FORMATS`.
+        sources: every input, in input order (names are made unique over them).
+        header: JSON's ``model`` and ``decoder`` entries.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        fmt: str,
+        sources: Sequence[Source],
+        header: dict[str, Any],
+    ) -> None:
+        self.fmt = fmt
+        self.header = header
+        self.paths = _output_paths(directory, sources, EXTENSIONS[fmt])
+        self.written: list[Path] = []
+
+    def write(self, index: int, transcript: Transcript) -> Path:
+        """Write the transcript of source ``index``.
+
+        Raises:
+            OutputError: the file cannot be written (named, with the reason).
+        """
+        path = self.paths[index]
+        try:
+            atomic_write_text(path, render(self.fmt, [transcript], self.header, False))
+        except OSError as e:
+            raise _output_error(e, path) from None
+        self.written.append(path)
+        return path
+
+
+def _output_error(e: OSError, path: str | os.PathLike[str]) -> OutputError:
+    if isinstance(e, WriteError):
+        return OutputError(str(e))
+    return OutputError(f"{e.filename or path}: cannot write: {e.strerror or e}")
+
+
 def write_results(
     results: Sequence[Transcript | Failure],
     fmt: str,
@@ -349,45 +441,35 @@ def write_results(
     header: dict[str, Any],
     n_inputs: int | None = None,
 ) -> list[Path] | str:
-    """Write results as :func:`output_plan` says.
+    """Write results to standard output or one file (``-o DIR`` is
+    :class:`DirectoryWriter`'s, as they come).
 
     Args:
         results: transcripts and failures in input order.
         fmt: one of :data:`FORMATS`.
-        output: ``-o``: a file, a directory, or ``None`` for standard output.
+        output: ``-o`` FILE, or ``None`` for standard output.
         header: JSON's ``model`` and ``decoder`` entries.
         n_inputs: how many inputs there were (default ``len(results)``).
 
     Returns:
-        The files written, or for standard output the text to print.
+        The file written (none for a subtitle format without a transcript), or for
+        standard output the text to print.
 
     Raises:
-        OutputError: as :func:`output_plan`, or a file that cannot be written.
+        OutputError: as :func:`output_plan`, or the file cannot be written.
     """
     n = len(results) if n_inputs is None else n_inputs
     plan = output_plan(fmt, n, output)
     if plan == "stdout":
         return render(fmt, results, header)
+    if plan == "directory":
+        raise OutputError(f"{output}: a directory: write with DirectoryWriter")
     assert output is not None
+    path = Path(output)
+    if fmt in _SUBTITLES and not any(isinstance(r, Transcript) for r in results):
+        return []  # no recording, no subtitle file
     try:
-        if plan == "file":
-            path = Path(output)
-            if fmt in _SUBTITLES and not any(
-                isinstance(r, Transcript) for r in results
-            ):
-                return []  # no recording, no subtitle file
-            atomic_write_text(path, render(fmt, results, header, names=n > 1))
-            return [path]
-        transcripts = [r for r in results if isinstance(r, Transcript)]
-        written = []
-        paths = _output_paths(output, transcripts, EXTENSIONS[fmt])
-        for t, path in zip(transcripts, paths, strict=True):
-            atomic_write_text(path, render(fmt, [t], header, names=False))
-            written.append(path)
-        return written
-    except WriteError as e:
-        raise OutputError(str(e)) from None
+        atomic_write_text(path, render(fmt, results, header, names=n > 1))
     except OSError as e:
-        raise OutputError(
-            f"{e.filename or output}: cannot write: {e.strerror or e}"
-        ) from None
+        raise _output_error(e, path) from None
+    return [path]

@@ -8,6 +8,7 @@ from the file.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,18 @@ from asr.model import DeepSpeech2, ModelConfig
 from asr.text import CharTokenizer
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "CheckpointError",
     "Recognizer",
     "load_model",
+    "check_description",
     "save_model",
 ]
+
+
+# The layout of the self-description (ASRTask.describe); a file of another format
+# was written by another version.
+CHECKPOINT_FORMAT = 1
 
 
 class CheckpointError(ValueError):
@@ -101,6 +109,108 @@ def save_model(task: Any, path: str | Path) -> Path:
     return path
 
 
+# What a checkpoint may describe. The bounds are far outside any model we train
+# (the DeepSpeech2 paper's: 7 x 1280 GRU, 3 convolutions) but keep a crafted file from
+# asking for a division by zero, a terabyte or an hour of set-up.
+_INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "sample_rate": (1000, 384_000),
+    "n_fft": (8, 65_536),
+    "win_length": (1, 65_536),
+    "hop_length": (1, 65_536),
+    "n_mels": (1, 1024),
+    "n_mfcc": (1, 1024),
+    "n_features": (1, 8192),
+    "vocab_size": (2, 100_000),
+    "rnn_layers": (1, 64),
+    "hidden_size": (1, 16_384),
+    "lookahead": (0, 10_000),
+    "channels": (1, 4096),
+    "kernel": (1, 512),
+    "stride": (1, 64),
+}
+_FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
+    "eps": (1e-30, 1.0),
+    "f_min": (0.0, 192_000.0),
+    "f_max": (1.0, 192_000.0),
+    "dropout": (0.0, 1.0),
+    "clip": (1e-6, 1e6),
+}
+_MAX_CONV_LAYERS = 16
+
+
+def _check_int(field: str, value: Any, bounds: str | None = None) -> None:
+    lo, hi = _INT_BOUNDS[bounds or field.rsplit(".", 1)[-1].split("[")[0]]
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(
+            f"{field} must be a whole number in [{lo}, {hi}], got {value!r}"
+        )
+
+
+def _check_float(field: str, value: Any) -> None:
+    lo, hi = _FLOAT_BOUNDS[field.rsplit(".", 1)[-1]]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and lo <= value <= hi):
+        raise ValueError(f"{field} must be a number in [{lo:g}, {hi:g}], got {value!r}")
+
+
+def check_description(desc: Any) -> None:
+    """Check every field of a checkpoint's self-description before anything is built
+    from it: types, and values within :data:`_INT_BOUNDS`/:data:`_FLOAT_BOUNDS`.
+
+    Raises:
+        ValueError: one line naming the first bad field and its value.
+    """
+    if not isinstance(desc, dict):
+        raise ValueError(f"the description must be a dict, got {type(desc).__name__}")
+    if desc.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"format {desc['format']!r}: this version reads format {CHECKPOINT_FORMAT}"
+        )
+    for key in ("frontend", "model", "tokenizer"):
+        if not isinstance(desc.get(key), dict):
+            raise ValueError(f"{key} must be a dict, got {desc.get(key)!r}")
+    if "sample_rate" in desc:
+        _check_int("sample_rate", desc["sample_rate"])
+    fe = desc["frontend"]
+    for key, value in fe.items():
+        if key in _INT_BOUNDS:
+            _check_int(f"frontend.{key}", value)
+        elif key in _FLOAT_BOUNDS:
+            _check_float(f"frontend.{key}", value)
+        elif key in ("kind", "normalize", "mel_scale") and not isinstance(value, str):
+            raise ValueError(f"frontend.{key} must be a string, got {value!r}")
+    if "f_min" in fe and "f_max" in fe and not fe["f_min"] < fe["f_max"]:
+        raise ValueError(f"frontend.f_min {fe['f_min']!r} >= f_max {fe['f_max']!r}")
+    m = desc["model"]
+    for key in ("n_features", "vocab_size", "rnn_layers", "hidden_size", "lookahead"):
+        if key in m:
+            _check_int(f"model.{key}", m[key])
+    for key in ("dropout", "clip"):
+        if key in m:
+            _check_float(f"model.{key}", m[key])
+    if "bidirectional" in m and not isinstance(m["bidirectional"], bool):
+        raise ValueError(
+            f"model.bidirectional must be true or false, got {m['bidirectional']!r}"
+        )
+    conv = m.get("conv", [])
+    if not isinstance(conv, list) or not 1 <= len(conv) <= _MAX_CONV_LAYERS:
+        raise ValueError(
+            f"model.conv must be a list of 1 to {_MAX_CONV_LAYERS} layers, got {conv!r}"
+        )
+    for i, c in enumerate(conv):
+        if not isinstance(c, dict):
+            raise ValueError(f"model.conv[{i}] must be a dict, got {c!r}")
+        _check_int(f"model.conv[{i}].channels", c.get("channels"), "channels")
+        for key in ("kernel", "stride"):
+            pair = c.get(key)
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise ValueError(
+                    f"model.conv[{i}].{key} must be 2 numbers, got {pair!r}"
+                )
+            for v in pair:
+                _check_int(f"model.conv[{i}].{key}", v, key)
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recognizer:
     """Load a slim or Lightning checkpoint; never executes code from the file."""
     path = Path(path)
@@ -124,17 +234,35 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recogniz
         frontend_state = {k[9:]: v for k, v in sd.items() if k.startswith("frontend.")}
     else:
         raise CheckpointError(f"{path}: the checkpoint holds no weights")
-    if not isinstance(desc, dict):
-        raise CheckpointError(
-            f"{path}: not an asr checkpoint (its description is no dict)"
-        )
     try:
-        frontend = build_frontend(desc["frontend"])
-        model = DeepSpeech2(ModelConfig.from_dict(desc["model"]))
+        check_description(desc)
+    except ValueError as err:
+        raise CheckpointError(
+            f"{path}: bad asr checkpoint description ({err})"
+        ) from None
+    try:
         tokenizer = CharTokenizer.from_dict(desc["tokenizer"])
+        config = ModelConfig.from_dict(desc["model"])
+        # Shapes first, on the meta device (nothing allocated): a description that
+        # does not match the weights is refused before a model is built for it.
+        with torch.device("meta"):
+            described = DeepSpeech2(config).state_dict()
+        _check_shapes(described, model_state)
+        frontend = build_frontend(desc["frontend"])
+        if frontend.n_features != config.n_features:
+            raise ValueError(
+                f"the frontend makes {frontend.n_features} features, the model "
+                f"takes {config.n_features}"
+            )
+        if len(tokenizer) != config.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {len(tokenizer)} classes, the model "
+                f"{config.vocab_size}"
+            )
+        model = DeepSpeech2(config)
         frontend.load_state_dict(frontend_state)
         model.load_state_dict(model_state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError, ArithmeticError) as err:
         raise CheckpointError(f"{path}: inconsistent asr checkpoint ({err})") from None
     if desc.get("sample_rate", frontend.sample_rate) != frontend.sample_rate:
         raise CheckpointError(
@@ -144,3 +272,23 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recogniz
     frontend.eval()
     model.eval()
     return Recognizer(frontend, model, tokenizer, desc).to(device)
+
+
+def _check_shapes(described: dict[str, Tensor], weights: dict[str, Any]) -> None:
+    """The weights hold exactly the tensors, of the shapes, the description asks for.
+
+    Raises:
+        ValueError: the first difference, named.
+    """
+    for name, tensor in described.items():
+        got = weights.get(name)
+        if not isinstance(got, Tensor):
+            raise ValueError(f"the weights lack {name}")
+        if tuple(got.shape) != tuple(tensor.shape):
+            raise ValueError(
+                f"{name} is {tuple(got.shape)} in the weights, "
+                f"{tuple(tensor.shape)} in the description"
+            )
+    extra = sorted(set(weights) - set(described))
+    if extra:
+        raise ValueError(f"the weights hold tensors the model lacks: {extra[:3]}")

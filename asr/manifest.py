@@ -32,6 +32,7 @@ from asr.text import CharTokenizer, normalize
 
 __all__ = [
     "CATEGORIES",
+    "DURATION_TOLERANCE",
     "ManifestError",
     "ManifestScan",
     "Utterance",
@@ -51,12 +52,20 @@ _MAX_LISTED = 100
 _LIBRISPEECH_ID = re.compile(r"\d+-\d+-\d+")
 
 # The problem categories of :func:`validate_utterances`, in report order.
+# How far a manifest's duration may be from the audio's (seconds; and 1% of it):
+# headers of compressed formats (MP3) only estimate their length.
+DURATION_TOLERANCE = 0.1
+# Durations beyond this (seconds: a year) are not converted to frames: no audio is
+# that long, and the conversion would overflow.
+_LONGEST = 3.2e7
+
 CATEGORIES: tuple[str, ...] = (
     "malformed line",
     "unreadable audio",
     "empty text",
     "unspellable characters",
     "too short for its transcript",
+    "duration mismatch",
     "too long",
     "duplicate id",
 )
@@ -240,7 +249,9 @@ def _decode_line(p: str, lineno: int, raw: bytes) -> tuple[object, str | None]:
     try:
         return json.loads(line), None
     except json.JSONDecodeError as e:
-        return None, f"{p}:{lineno}: invalid JSON ({e.msg} at column {e.colno})"
+        # Some of json's messages end in "at" ("Unterminated string starting at")
+        what = e.msg.removesuffix(" at")
+        return None, f"{p}:{lineno}: invalid JSON ({what} at column {e.colno})"
     except RecursionError:  # "[[[[..." thousands deep: hostile or broken
         return None, f"{p}:{lineno}: invalid JSON (nested too deeply)"
 
@@ -547,6 +558,10 @@ def validate_utterances(
       minimum, the number of labels plus the number of adjacent equal labels (each
       repeat needs a blank between). CTC then has no valid alignment and the loss is
       infinite, the usual cause of inf/NaN losses in DeepSpeech2 training.
+    - "duration mismatch": the ``duration`` is not what the audio holds (the whole
+      file's length for an utterance without ``offset``; no more than what follows
+      the offset for a segment), beyond :data:`DURATION_TOLERANCE` (and 1%): batches
+      are planned from the durations, so a wrong one misleads the sampler.
     - "too long": ``duration`` above ``max_duration`` (an hour-long recording in a
       training set would make a batch of its own too large for the device).
     - "duplicate id": an ``id`` already seen; the first occurrence is kept.
@@ -578,6 +593,14 @@ def validate_utterances(
         if u.id is None and u.offset:
             name = f"{u.audio_filepath}@{u.offset:g}s"
         found: list[tuple[str, str]] = []
+        seconds = u.duration  # what the length check believes
+        if u.duration > _LONGEST:
+            found.append(
+                (
+                    "duration mismatch",
+                    f"{name}: duration {u.duration:g} s is longer than any recording",
+                )
+            )
         if check_audio:
             if u.audio_filepath not in headers:
                 try:
@@ -596,6 +619,25 @@ def validate_utterances(
                         f"the audio ({header.duration:g} s)",
                     )
                 )
+            else:
+                available = header.duration - u.offset
+                slack = max(DURATION_TOLERANCE, 0.01 * available)
+                wrong = u.duration <= _LONGEST and (
+                    u.duration > available + slack
+                    if u.offset
+                    else abs(u.duration - available) > slack
+                )
+                if wrong:
+                    found.append(
+                        (
+                            "duration mismatch",
+                            f"{named}: duration {u.duration:g} s, but the audio "
+                            f"holds {available:g} s"
+                            + (f" after the offset {u.offset:g} s" if u.offset else ""),
+                        )
+                    )
+                if wrong or u.duration > _LONGEST:
+                    seconds = min(u.duration, available)
         text = normalize(u.text)
         unknown = tokenizer.unknown_characters(text, normalize_text=False)
         if not text:
@@ -606,12 +648,12 @@ def validate_utterances(
         elif output_frames is not None:
             labels, repeats = _transcript_frames(tokenizer, text)
             needed = labels + repeats
-            frames = int(output_frames(u.duration))
+            frames = int(output_frames(seconds)) if seconds < _LONGEST else needed
             if frames < needed:
                 found.append(
                     (
                         "too short for its transcript",
-                        f"{name}: {u.duration:g} s gives {frames} output frames, "
+                        f"{name}: {seconds:g} s gives {frames} output frames, "
                         f"the transcript needs {needed} ({labels} labels + "
                         f"{repeats} repeats)",
                     )

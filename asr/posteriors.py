@@ -51,7 +51,9 @@ from asr.inference import Recognizer
 from asr.manifest import Utterance
 
 __all__ = [
+    "GATE_CONTEXT",
     "OVERLAP_SECONDS",
+    "SILENCE_DB",
     "WINDOW_SECONDS",
     "PosteriorRunner",
     "Posteriors",
@@ -63,6 +65,15 @@ __all__ = [
 # Windowing of long files (seconds); see the module docstring.
 WINDOW_SECONDS = 30.0
 OVERLAP_SECONDS = 5.0
+# The silence gate (see PosteriorRunner): output frames farther than GATE_CONTEXT
+# seconds from any 10 ms chunk of audio at or above SILENCE_DB (dBFS, RMS) are made
+# blank. A model whose features are normalized per utterance scales near-silence up
+# to the loudness of speech and reads characters in it; the gate keeps silence
+# silent. The threshold is far below speech (docs/reliability.md gives the margin
+# measured on the demo's test set).
+SILENCE_DB = -60.0
+GATE_CONTEXT = 0.1
+_LEVEL_SECONDS = 0.01
 # Without a terminal, progress lines are printed for work longer than this (seconds
 # of audio), about every tenth of it.
 _PROGRESS_LINES_SECONDS = 600.0
@@ -145,6 +156,10 @@ class PosteriorRunner:
         window_seconds: files longer than this run in windows of this length.
         overlap_seconds: overlap of consecutive windows (at least 4 output frames;
             at most half a window).
+        silence_db: the silence gate's threshold in dBFS (RMS of 10 ms chunks):
+            output frames with no chunk this loud within :data:`GATE_CONTEXT`
+            seconds become blank, so digital silence, dither and faint noise
+            transcribe as nothing; ``None`` turns the gate off.
 
     ``stats`` holds the seconds of audio read and of model time of the last run.
     """
@@ -153,6 +168,7 @@ class PosteriorRunner:
     batch_seconds: float = 300.0
     window_seconds: float = WINDOW_SECONDS
     overlap_seconds: float = OVERLAP_SECONDS
+    silence_db: float | None = SILENCE_DB
     stats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -175,6 +191,7 @@ class PosteriorRunner:
             "batch_seconds": self.batch_seconds,
             "window_seconds": self.window_seconds,
             "overlap_seconds": self.overlap_seconds,
+            "silence_db": self.silence_db,
             "device": str(self.recognizer.device),
             "threads": torch.get_num_threads(),
         }
@@ -228,6 +245,31 @@ class PosteriorRunner:
                 pass
         return total
 
+    @property
+    def _hop(self) -> int:
+        """Samples per level chunk."""
+        return max(1, round(_LEVEL_SECONDS * self.recognizer.sample_rate))
+
+    def _gate(self, log_probs: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """``(T, V)`` log-posteriors with the frames far from any chunk at or above
+        :attr:`silence_db` made blank (``levels``: dBFS of each 10 ms chunk)."""
+        if self.silence_db is None or not len(log_probs):
+            return log_probs
+        rec = self.recognizer
+        # chunks per output frame, and the context on each side, in chunks
+        per_frame = rec.frame_seconds * rec.sample_rate / self._hop
+        context = round(GATE_CONTEXT * rec.sample_rate / self._hop)
+        loud = np.concatenate([[0], np.cumsum(levels >= self.silence_db)])
+        k = np.arange(len(log_probs))
+        lo = np.clip(np.floor(k * per_frame).astype(int) - context, 0, len(levels))
+        hi = np.clip(np.ceil((k + 1) * per_frame).astype(int) + context, 0, len(levels))
+        silent = loud[hi] - loud[lo] == 0
+        if silent.any():
+            log_probs = log_probs.copy()
+            log_probs[silent] = _SILENT_LOG_PROB
+            log_probs[silent, rec.tokenizer.blank] = 0.0
+        return log_probs
+
     # -- batched path
 
     def _batched(
@@ -257,10 +299,10 @@ class PosteriorRunner:
                     out.seconds = len(wave) / rate
                     self.stats["audio_seconds"] += out.seconds
                     good.append((out, wave))
-            for (out, _), lp in zip(
+            for (out, wave), lp in zip(
                 good, self._model([w for _, w in good]), strict=True
             ):
-                out.log_probs = lp
+                out.log_probs = self._gate(lp, _chunk_levels(wave.numpy(), self._hop))
             if reader is not None:
                 t0 = time.perf_counter()
                 loaded = reader.result()
@@ -342,6 +384,11 @@ class PosteriorRunner:
         log_probs = np.concatenate(pieces)
         expected = int(rec.model.output_lengths(torch.tensor([n_frames])))
         assert len(log_probs) == expected, (len(log_probs), expected, n_frames)
+        if self.silence_db is not None:
+            levels = np.concatenate(
+                list(_stream_levels(blocks(), self._hop)) or [np.zeros(0)]
+            )
+            log_probs = self._gate(log_probs, levels)
         out.log_probs = log_probs
         out.seconds = samples / rec.sample_rate
         self.stats["model_seconds"] += time.perf_counter() - t0
@@ -365,6 +412,39 @@ class PosteriorRunner:
             assert w.start % s == 0, (w.start, s)
             out.append((w.start // s, np.ascontiguousarray(lp[:n, i])))
         return out
+
+
+# What a gated frame's non-blank classes get: probability e^-100, nothing (a finite
+# value, so decoders and confidences need no special case).
+_SILENT_LOG_PROB = -100.0
+
+
+def _chunk_levels(wave: np.ndarray, hop: int) -> np.ndarray:
+    """dBFS (RMS) of consecutive ``hop``-sample chunks of ``wave``, the last one
+    possibly shorter."""
+    n = len(wave)
+    if n == 0:
+        return np.zeros(0)
+    chunks = -(-n // hop)
+    padded = np.zeros(chunks * hop, np.float64)
+    padded[:n] = wave
+    power = np.square(padded).reshape(chunks, hop).sum(1)
+    counts = np.full(chunks, hop, np.float64)
+    counts[-1] = n - (chunks - 1) * hop
+    return 10 * np.log10(power / counts + 1e-20)
+
+
+def _stream_levels(blocks: Iterator[np.ndarray], hop: int) -> Iterator[np.ndarray]:
+    """:func:`_chunk_levels` of a stream of blocks, chunk by chunk as they fill."""
+    carry = np.zeros(0, np.float32)
+    for block in blocks:
+        carry = np.concatenate([carry, block])
+        whole = len(carry) // hop * hop
+        if whole:
+            yield _chunk_levels(carry[:whole], hop)
+            carry = carry[whole:]
+    if len(carry):
+        yield _chunk_levels(carry, hop)
 
 
 def _seconds(source: Source) -> float:

@@ -30,13 +30,12 @@ from asr.ctc import resolve_ctc_loss
 from asr.data import Batch
 from asr.decoding import greedy_decode
 from asr.features import build_frontend
+from asr.inference import CHECKPOINT_FORMAT
 from asr.metrics import error_rates
 from asr.model import PRESETS, DeepSpeech2, ModelConfig, count_parameters
 from asr.text import PHONES, CharTokenizer
 
-__all__ = ["ASRTask", "CHECKPOINT_FORMAT"]
-
-CHECKPOINT_FORMAT = 1
+__all__ = ["ASRTask"]
 
 log = logging.getLogger(__name__)
 

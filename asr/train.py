@@ -41,6 +41,7 @@ __all__ = [
     "MetricsWriter",
     "ProgressLog",
     "check_resume_checkpoint",
+    "check_resume_matches",
     "run_training",
 ]
 
@@ -299,6 +300,8 @@ class _TrainCLI(LightningCLI):
         ckpt = self.config.get("fit", self.config).get("ckpt_path")
         if not ckpt or str(ckpt) in _LIGHTNING_CKPT_ALIASES:
             ckpt = None
+        else:
+            check_resume_matches(ckpt, self.model)
         install_metrics_writer(self.trainer)
         callbacks = self.trainer.callbacks
         if not any(isinstance(c, MetricsHistory) for c in callbacks):
@@ -382,6 +385,50 @@ def check_resume_checkpoint(path: str | os.PathLike) -> None:
         raise CheckpointError(
             f"{p}: not a training checkpoint (no {', '.join(missing)})"
         )
+    if not isinstance(state.get("asr"), dict):
+        raise CheckpointError(
+            f"{p}: a Lightning checkpoint of another program (no asr description); "
+            "asr train resumes its own runs' last.ckpt"
+        )
+
+
+def check_resume_matches(path: str | os.PathLike, task: ASRTask) -> None:
+    """Raise :class:`CheckpointError` unless the checkpoint at ``path`` was made for
+    the model ``task`` builds: the same description (frontend, model, vocabulary)
+    and the same tensors, so that resuming cannot fail inside Lightning.
+
+    The differing settings are named, e.g. ``model.hidden_size: 256 in the
+    checkpoint, 320 here``.
+    """
+    from asr.inference import CheckpointError
+
+    p = Path(path)
+    state = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+    theirs, ours = state["asr"], task.describe()
+    differ = []
+    for section in ("frontend", "model", "tokenizer"):
+        a, b = theirs.get(section) or {}, ours.get(section) or {}
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                differ.append(
+                    f"{section}.{key}: {a.get(key)!r} in the checkpoint, "
+                    f"{b.get(key)!r} here"
+                )
+    if differ:
+        shown = "; ".join(differ[:4]) + ("; ..." if len(differ) > 4 else "")
+        raise CheckpointError(
+            f"{p}: made for another model than this configuration ({shown})"
+        )
+    weights = state.get("state_dict") or {}
+    expected = task.state_dict()
+    for name, tensor in expected.items():
+        got = weights.get(name)
+        if got is None or tuple(got.shape) != tuple(tensor.shape):
+            shape = "missing" if got is None else tuple(got.shape)
+            raise CheckpointError(
+                f"{p}: cannot resume: {name} is {shape} in the checkpoint, "
+                f"{tuple(tensor.shape)} here"
+            )
 
 
 def _csv_rows(trainer: L.Trainer) -> int | None:

@@ -29,8 +29,10 @@ from asr.manifest import ManifestError, read_manifest
 from asr.model import count_parameters
 from asr.posteriors import (
     OVERLAP_SECONDS,
+    SILENCE_DB,
     WINDOW_SECONDS,
     PosteriorRunner,
+    Posteriors,
     Progress,
     Source,
     manifest_sources,
@@ -226,8 +228,8 @@ class Transcriber:
     Args:
         recognizer: the model (:func:`asr.inference.load_model`).
         decoder: e.g. from :func:`asr.decoding.make_decoder`.
-        batch_seconds, window_seconds, overlap_seconds: how the model runs over
-            the audio (:class:`asr.posteriors.PosteriorRunner`).
+        batch_seconds, window_seconds, overlap_seconds, silence_db: how the model
+            runs over the audio (:class:`asr.posteriors.PosteriorRunner`).
     """
 
     recognizer: Recognizer
@@ -235,6 +237,7 @@ class Transcriber:
     batch_seconds: float = 300.0
     window_seconds: float = WINDOW_SECONDS
     overlap_seconds: float = OVERLAP_SECONDS
+    silence_db: float | None = SILENCE_DB
     stats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -243,6 +246,7 @@ class Transcriber:
             self.batch_seconds,
             self.window_seconds,
             self.overlap_seconds,
+            self.silence_db,
         )
 
     def settings(self) -> dict[str, Any]:
@@ -254,6 +258,7 @@ class Transcriber:
         sources: Sequence[Source],
         on_failure: Callable[[Failure], None] | None = None,
         progress: TextIO | None = None,
+        on_result: Callable[[int, Transcript], None] | None = None,
     ) -> list[Transcript | Failure]:
         """Transcribe every source; one result per source, in input order.
 
@@ -263,6 +268,8 @@ class Transcriber:
                 report it on stderr).
             progress: where to show progress (a bar on a terminal, occasional lines
                 otherwise for long work); ``None`` shows none.
+            on_result: called with each transcript and its source's index as soon
+                as it is decoded (e.g. to write it).
         """
         results: list[Transcript | Failure | None] = [None] * len(sources)
         bar = Progress(self.runner.expected_seconds(sources), progress)
@@ -280,9 +287,12 @@ class Transcriber:
                 )
                 decode_seconds += time.perf_counter() - t0
                 for p, hyp in zip(good, hyps, strict=True):
-                    results[p.index] = Transcript(
-                        p.source, p.seconds, _shift(hyp, p.source)
-                    )
+                    t = Transcript(p.source, p.seconds, _place(hyp, p))
+                    results[p.index] = t
+                    if on_result is not None:
+                        bar.clear()
+                        on_result(p.index, t)
+                        bar.refresh()
                 for p in batch:
                     if p.error is not None:
                         failure = Failure(p.source, p.error)
@@ -302,13 +312,14 @@ class Transcriber:
         return results  # type: ignore[return-value]
 
 
-def _shift(hyp: Hypothesis, source: Source) -> Hypothesis:
-    """Word times relative to the file rather than the segment."""
-    offset = source.offset
-    if not offset:
-        return hyp
-    words = tuple(
-        Word(w.text, round(w.start + offset, 3), round(w.end + offset, 3), w.confidence)
-        for w in hyp.words
-    )
+def _place(hyp: Hypothesis, p: Posteriors) -> Hypothesis:
+    """Word times in the file rather than the segment (``offset`` added), and never
+    past the end of the audio: a word's last frame may end up to a frame beyond the
+    last sample (the frame grid covers the audio's end), so times are clamped."""
+    offset, end = p.source.offset, p.seconds
+
+    def at(t: float) -> float:
+        return round(min(t, end) + offset, 3)
+
+    words = tuple(Word(w.text, at(w.start), at(w.end), w.confidence) for w in hyp.words)
     return Hypothesis(hyp.text, words, hyp.score)

@@ -684,7 +684,19 @@ def test_resuming_from_what_is_not_a_training_checkpoint_is_one_clear_error(
     cut = tmp_path / "cut.ckpt"
     data = (trained / "checkpoints" / "last.ckpt").read_bytes()
     cut.write_bytes(data[: len(data) // 2])
+    foreign = tmp_path / "foreign.ckpt"  # another program's Lightning checkpoint
+    torch.save(
+        {
+            "state_dict": {"layer.weight": torch.zeros(2, 2)},
+            "loops": {},
+            "optimizer_states": [],
+            "hyper_parameters": {"lr": 0.1, "hidden": 32},
+        },
+        foreign,
+    )
     cases = {
+        foreign: "foreign.ckpt: a Lightning checkpoint of another program (no asr "
+        "description); asr train resumes its own runs' last.ckpt",
         tmp_path / "missing.ckpt": "missing.ckpt: no such checkpoint file",
         junk: "junk.ckpt: not a loadable training checkpoint",
         cut: "cut.ckpt: not a loadable training checkpoint",

@@ -723,7 +723,12 @@ def test_bad_audio_works_or_is_one_line_naming_the_file(
 
     # 2. Training: the manifest check names it before training (or it is too long
     # for a batch), else the dataset skips it with a warning naming it.
-    utt = Utterance(str(path), 3600.0 if hour else 1.0, "hello", id=case)
+    # The manifest's duration is the header's, as `asr manifest` writes it.
+    try:
+        seconds = audio_info(path).duration
+    except AudioError:
+        seconds = 1.0
+    utt = Utterance(str(path), seconds, "hello", id=case)
     report = validate_utterances([utt], CharTokenizer(), max_duration=120.0)
     found = [p for items in report.problems.values() for p in items]
     if hour:
