@@ -53,10 +53,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if argv and argv[0] == "train":
         return _train(argv[1:])
-    if argv[:2] == ["data", "librispeech"]:  # its own parser: asr/librispeech.py
-        from asr.librispeech import main as librispeech_main
-
-        return librispeech_main(argv[2:])
     parser = argparse.ArgumentParser(
         prog="asr",
         description="DeepSpeech2 speech recognition: train, transcribe, score.",
@@ -67,8 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="train a model: asr train --config conf/....yaml [--key value ...]",
         add_help=False,
     )
-    p = sub.add_parser("data", help="corpora: asr data librispeech --help")
-    p.add_argument("corpus", choices=["librispeech"])
+    _add_data_parser(sub)
 
     p = sub.add_parser("manifest", help="JSON Lines manifest from a LibriSpeech tree")
     p.add_argument("tree", type=Path, help="directory holding SPK/CHAPTER/*.flac")
@@ -153,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("model-info", help="parameter counts of the model presets")
 
     args = parser.parse_args(argv)
+    if args.command == "data":
+        return _data(args)
     try:
         if args.command == "manifest":
             return _manifest(args)
@@ -406,6 +403,119 @@ def _model_info() -> int:
             ModelConfig.from_dict({**ModelConfig().to_dict(), **preset})
         )
         print(f"{name:12s} {count_parameters(model):>12,} parameters")
+    return 0
+
+
+def _add_data_parser(sub: argparse._SubParsersAction) -> None:
+    """``asr data librispeech ...``."""
+    from asr.librispeech import EVAL_PARTS, LM_ARPA, OPENSLR
+
+    data = sub.add_parser("data", help="corpora: asr data librispeech -h")
+    corpus = data.add_subparsers(dest="data_command", required=True)
+    ls = corpus.add_parser(
+        "librispeech",
+        help="LibriSpeech (OpenSLR 12) and its language models (OpenSLR 11)",
+        description="LibriSpeech (OpenSLR 12) and its language models (OpenSLR 11).",
+    )
+    ls_sub = ls.add_subparsers(dest="ls_command", required=True)
+
+    def add_host(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--mirror",
+            default=OPENSLR,
+            help=f"base URL replacing {OPENSLR}: files are fetched from "
+            "MIRROR/12/<part>.tar.gz and MIRROR/11/<file> (default: %(default)s)",
+        )
+        p.add_argument("--retries", type=int, default=5, help="resumes per file")
+        p.add_argument("--timeout", type=float, default=60.0, help="socket timeout, s")
+        p.add_argument("--backoff", type=float, default=5.0, help="wait * attempt, s")
+
+    p = ls_sub.add_parser(
+        "download",
+        help="download parts and LM files, resumable, MD5-checked",
+        description="Download into DEST; a file already there and verified is "
+        "skipped without a request; an interrupted download resumes (HTTP Range).",
+    )
+    p.add_argument("--parts", nargs="*", default=[], help="100|460|960 or part names")
+    p.add_argument("--lm-files", nargs="*", default=[], help="OpenSLR 11 file names")
+    p.add_argument("--dest", type=Path, required=True, help="the downloads directory")
+    add_host(p)
+    p = ls_sub.add_parser("extract", help="extract downloaded parts, safely")
+    p.add_argument("--parts", nargs="+", required=True)
+    p.add_argument("--downloads", type=Path, required=True)
+    p.add_argument("--dest", type=Path, required=True, help="gets LibriSpeech/<part>")
+    p = ls_sub.add_parser("manifests", help="JSON Lines manifests per part + training")
+    p.add_argument("--parts", nargs="+", required=True)
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        action="append",
+        required=True,
+        help="a directory holding LibriSpeech/<part> or <part> (repeatable)",
+    )
+    p.add_argument("--out", type=Path, required=True)
+    p = ls_sub.add_parser(
+        "lm", help="download an OpenSLR 11 ARPA model; lower-case and binarize it"
+    )
+    p.add_argument("--kind", choices=sorted(LM_ARPA), default="3-gram.pruned.1e-7")
+    p.add_argument("--downloads", type=Path, required=True)
+    p.add_argument("-o", "--output", type=Path, required=True, help="e.g. lm.bin")
+    p.add_argument("--binary-type", choices=("probing", "trie"), default="probing")
+    add_host(p)
+    p = ls_sub.add_parser("results", help="RESULTS.md from asr evaluate --json files")
+    p.add_argument("--results", type=Path, required=True, help="<set>.<dec>.json dir")
+    p.add_argument("--sets", nargs="+", default=list(EVAL_PARTS))
+    p.add_argument("--decoder-json", type=Path, help="decoder.json (asr lm tune)")
+    p.add_argument("--note", action="append", default=[], help="a line of notes")
+    p.add_argument("-o", "--output", type=Path, required=True)
+
+
+def _data(args: argparse.Namespace) -> int:
+    """``asr data ...``: one line on stderr for a user's mistake, status 1."""
+    from asr.atomic import WriteError
+
+    errors: tuple[type[Exception], ...] = (WriteError,)
+    name = f"asr data {args.data_command} {getattr(args, 'ls_command', '')}".strip()
+    if args.data_command == "librispeech":
+        from asr.librispeech import LibriSpeechError
+        from asr.lm import LMError
+        from asr.manifest import ManifestError
+
+        errors += (LibriSpeechError, LMError, ManifestError)
+    run = {"librispeech": _librispeech}[args.data_command]
+    try:
+        return run(args)
+    except errors as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"{name}: interrupted; the same command finishes the job", file=sys.stderr
+        )
+        return 130
+
+
+def _librispeech(args: argparse.Namespace) -> int:
+    from asr import librispeech as ls
+
+    names = ("mirror", "retries", "timeout", "backoff")
+    host = {k: getattr(args, k) for k in names if hasattr(args, k)}
+    if args.ls_command == "download":
+        ls.download(ls.resolve_parts(args.parts), args.lm_files, args.dest, **host)
+    elif args.ls_command == "extract":
+        for part in ls.resolve_parts(args.parts):
+            ls.extract(args.downloads / f"{part}.tar.gz", args.dest, part)
+    elif args.ls_command == "manifests":
+        ls.write_manifests(args.corpus, ls.resolve_parts(args.parts), args.out)
+    elif args.ls_command == "lm":
+        ls.download_arpa_lm(
+            args.kind, args.downloads, args.output, args.binary_type, **host
+        )
+    else:
+        table = ls.write_results(
+            args.output, args.results, args.sets, args.decoder_json, args.note
+        )
+        print(table, end="")
     return 0
 
 

@@ -1,5 +1,5 @@
-"""LibriSpeech for the recipe: download (resumable, checksummed), safe extraction,
-manifests, the OpenSLR language models, and the results table.
+"""LibriSpeech from OpenSLR: the parts and their archives, resumable checksummed
+downloads, and safe extraction.
 
 The corpus is OpenSLR resource 12 (Panayotov et al., 2015), one ``<part>.tar.gz``
 per part, each holding ``LibriSpeech/<part>/<speaker>/<chapter>/`` with FLAC files
@@ -23,53 +23,51 @@ extracts into a temporary directory and renames ``LibriSpeech/<part>`` into plac
 
 Every failure names the file: :class:`DownloadError` (HTTP errors, MD5 mismatches,
 interrupted transfers) and :class:`ArchiveError` (corrupt or unsafe archives).
-``asr data librispeech ...`` (or ``python -m asr.librispeech ...``) runs the steps;
-``recipes/librispeech/run.sh`` sequences them.
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import http.client
 import json
 import logging
-import math
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 import time
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
 __all__ = [
-    "ArchiveError",
-    "Checksums",
-    "DownloadError",
+    "CORPUS_RESOURCE",
+    "CORRUPT_ERRORS",
     "EVAL_PARTS",
     "LM_ARPA",
-    "LibriSpeechError",
+    "LM_RESOURCE",
+    "LM_TEXT",
+    "LM_VOCAB",
     "OPENSLR",
     "PARTS",
     "PUBLISHED_MD5",
     "TRAIN_HOURS",
+    "TRAIN_PARTS",
+    "ArchiveError",
+    "Checksums",
+    "DownloadError",
+    "LibriSpeechError",
+    "download",
     "extract",
     "fetch",
-    "find_part",
-    "main",
-    "prepare_arpa_lm",
+    "human_size",
+    "md5_file",
+    "parse_md5sum",
     "resolve_parts",
-    "results_table",
-    "write_manifests",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,7 +85,6 @@ TRAIN_HOURS: dict[str, tuple[str, ...]] = {
     "460": TRAIN_PARTS[:2],
     "960": TRAIN_PARTS,
 }
-_PART_HOURS = {"train-clean-100": 100, "train-clean-360": 360, "train-other-500": 500}
 
 # https://www.openslr.org/resources/12/md5sum.txt, as published (and as PaddlePaddle
 # DeepSpeech, TensorFlow Datasets and others pin them; dev-clean's also matches the
@@ -115,6 +112,8 @@ LM_TEXT = "librispeech-lm-norm.txt.gz"
 
 _CHUNK = 1 << 20
 _MD5_LINE = re.compile(r"^([0-9a-fA-F]{32})\s+\*?(\S.*)$")
+# What reading a truncated or non-gzip archive raises.
+CORRUPT_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
 class LibriSpeechError(Exception):
@@ -156,30 +155,6 @@ def resolve_parts(spec: Iterable[str], with_eval: bool = True) -> list[str]:
                     f"unknown LibriSpeech part {word!r}; know: {known}"
                 )
     return [p for p in PARTS if p in wanted]
-
-
-def train_name(parts: Sequence[str]) -> str:
-    """The combined training manifest's stem: ``train-960`` for the three parts."""
-    hours = sum(_PART_HOURS[p] for p in parts if p in _PART_HOURS)
-    return f"train-{hours}"
-
-
-def find_part(roots: Sequence[str | os.PathLike[str]], part: str) -> Path:
-    """The directory of ``part`` under the first root that has it, as
-    ``ROOT/LibriSpeech/<part>`` or ``ROOT/<part>``.
-
-    Raises:
-        LibriSpeechError: no root has it (the message lists where it looked).
-    """
-    tried = []
-    for root in roots:
-        for candidate in (Path(root) / "LibriSpeech" / part, Path(root) / part):
-            if candidate.is_dir():
-                return candidate
-            tried.append(str(candidate))
-    raise LibriSpeechError(
-        f"LibriSpeech part {part!r} not found (looked for {', '.join(tried)})"
-    )
 
 
 # ------------------------------------------------------------------------ checksums
@@ -342,7 +317,8 @@ def _content_range_start(value: str | None) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _human(n: float) -> str:
+def human_size(n: float) -> str:
+    """``n`` bytes for a log line: ``"337.9 MB"``."""
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -366,7 +342,7 @@ def _transfer(url: str, part: Path, timeout: float) -> None:
                     f"{resp.headers.get('Content-Range')!r}"
                 )
             mode = "ab"
-            log.info("%s: resuming at %s", part.name, _human(have))
+            log.info("%s: resuming at %s", part.name, human_size(have))
         elif have:
             log.info("%s: the server does not resume (HTTP %d); from the start",
                      part.name, resp.status)  # fmt: skip
@@ -381,7 +357,7 @@ def _transfer(url: str, part: Path, timeout: float) -> None:
                 if time.monotonic() - last > 30:
                     last = time.monotonic()
                     done = f" ({100 * size / total:.0f}%)" if total else ""
-                    log.info("%s: %s%s", part.name, _human(size), done)
+                    log.info("%s: %s%s", part.name, human_size(size), done)
     if total is not None and size < total:
         raise _Interrupted(f"connection closed after {size} of {total} bytes")
 
@@ -478,15 +454,45 @@ def fetch(
                     name, checksums.url, got)  # fmt: skip
     os.replace(part, dest)
     _write_stamp(dest, got)
-    log.info("%s: %s, md5 %s%s", dest, _human(dest.stat().st_size), got,
+    log.info("%s: %s, md5 %s%s", dest, human_size(dest.stat().st_size), got,
              " verified" if expected else "")  # fmt: skip
     return dest
 
 
+def download(
+    parts: Sequence[str],
+    lm_files: Sequence[str],
+    dest: str | os.PathLike[str],
+    mirror: str = OPENSLR,
+    retries: int = 5,
+    timeout: float = 60.0,
+    backoff: float = 5.0,
+) -> list[Path]:
+    """:func:`fetch` the archives of ``parts`` (resource 12) and the resource 11
+    files ``lm_files`` from ``mirror`` into ``dest``; ``retries``, ``timeout``
+    (seconds) and ``backoff`` (seconds) as for :func:`fetch`.
+
+    Returns:
+        The downloaded (or present) files.
+
+    Raises:
+        LibriSpeechError: nothing asked for.
+        DownloadError: naming the file (see :func:`fetch`).
+    """
+    if not parts and not lm_files:
+        raise LibriSpeechError("nothing to download: give --parts or --lm-files")
+    got = []
+    for resource, names in (
+        (CORPUS_RESOURCE, [f"{p}.tar.gz" for p in parts]),
+        (LM_RESOURCE, list(lm_files)),
+    ):
+        sums = Checksums(mirror, resource, dest, timeout)
+        for name in names:
+            got.append(fetch(name, dest, sums, retries, timeout, backoff))
+    return got
+
+
 # -------------------------------------------------------------------------- extract
-
-
-_CORRUPT = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
@@ -546,7 +552,7 @@ def extract(
     except tarfile.FilterError as err:  # tarfile's own "data" filter
         shutil.rmtree(tmp, ignore_errors=True)
         raise ArchiveError(f"{archive}: refusing an unsafe member ({err})") from None
-    except _CORRUPT as err:
+    except CORRUPT_ERRORS as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ArchiveError(
             f"{archive}: corrupt archive ({type(err).__name__}: {err}); delete it "
@@ -571,308 +577,3 @@ def extract(
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("%s: %d files", target, files)
     return target
-
-
-# ------------------------------------------------------------------------ manifests
-
-
-def write_manifests(
-    roots: Sequence[str | os.PathLike[str]],
-    parts: Sequence[str],
-    out_dir: str | os.PathLike[str],
-) -> dict[str, Path]:
-    """``<out_dir>/<part>.jsonl`` for each part (kept if present) and, when there are
-    training parts, their union ``<out_dir>/train-<hours>.jsonl``.
-
-    Args:
-        roots: where to look for the parts (:func:`find_part`).
-        parts: part names.
-        out_dir: where the manifests go.
-
-    Returns:
-        Manifest paths by part name (and the union's stem).
-    """
-    from asr.manifest import librispeech_manifest, read_manifest, write_manifest
-
-    out_dir = Path(out_dir)
-    written: dict[str, Path] = {}
-    for part in parts:
-        path = out_dir / f"{part}.jsonl"
-        if path.is_file():
-            log.info("%s: present, skipping", path)
-        else:
-            tree = find_part(roots, part)
-            utts = librispeech_manifest(tree)
-            write_manifest(path, utts)
-            hours = sum(u.duration for u in utts) / 3600
-            log.info("%s: %d utterances, %.1f h, from %s", path, len(utts), hours, tree)
-        written[part] = path
-    train = [p for p in parts if p in TRAIN_PARTS]
-    if train:
-        name = train_name(train)
-        path = out_dir / f"{name}.jsonl"
-        utts = [u for p in train for u in read_manifest(written[p])]
-        write_manifest(path, utts)
-        hours = sum(u.duration for u in utts) / 3600
-        log.info(
-            "%s: %d utterances, %.1f h (%s)", path, len(utts), hours, "+".join(train)
-        )
-        written[name] = path
-    return written
-
-
-# ------------------------------------------------------------------------------- LM
-
-
-def prepare_arpa_lm(
-    arpa_gz: str | os.PathLike[str],
-    vocab: str | os.PathLike[str] | None,
-    output: str | os.PathLike[str],
-    binary_type: str = "probing",
-) -> Path:
-    """An OpenSLR ARPA model as our decoder needs it: lower-cased (our vocabulary's
-    letters), binarized with KenLM's ``build_binary``, with its unigram list beside it
-    (from ``librispeech-vocab.txt``, else from the ARPA's 1-grams). Skipped if the
-    model and its list exist.
-
-    Raises:
-        ArchiveError: the ``.gz`` is corrupt.
-        LMError: ``build_binary`` is missing or fails.
-    """
-    from asr.lm import (
-        LMError,
-        find_program,
-        read_arpa_unigrams,
-        unigrams_path,
-        write_text_atomic,
-    )
-    from asr.text import VOCAB, normalize
-
-    arpa_gz, output = Path(arpa_gz), Path(output)
-    uni = unigrams_path(output)
-    if output.is_file() and uni.is_file():
-        log.info("%s: present, skipping", output)
-        return output
-    build_binary = find_program("build_binary")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    spellable = frozenset(VOCAB[1:])
-    with tempfile.TemporaryDirectory(prefix=".arpa-", dir=output.parent) as tmp:
-        arpa = Path(tmp) / "lm.arpa"
-        log.info("%s: lower-casing into %s", arpa_gz, arpa)
-        try:
-            with (
-                gzip.open(arpa_gz, "rt", encoding="utf-8") as src,
-                open(arpa, "w", encoding="utf-8") as dst,
-            ):
-                for line in src:
-                    dst.write(line.lower())
-        except (*_CORRUPT, UnicodeDecodeError) as err:
-            raise ArchiveError(
-                f"{arpa_gz}: corrupt ({type(err).__name__}: {err}); delete it and "
-                f"download it again"
-            ) from None
-        if vocab is not None and Path(vocab).is_file():
-            words = [normalize(w) for w in Path(vocab).read_text("utf-8").split()]
-            source = str(vocab)
-        else:
-            words = read_arpa_unigrams(arpa)
-            source = f"{arpa_gz} (1-grams)"
-        words = [w for w in words if w and " " not in w and set(w) <= spellable]
-        if not words:
-            raise LMError(f"{source}: no word our vocabulary can spell")
-        write_text_atomic(uni, "".join(w + "\n" for w in words))
-        tmp_out = Path(tmp) / "lm.bin"
-        cmd = [build_binary, "-T", tmp, binary_type, str(arpa), str(tmp_out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
-        if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
-            raise LMError(f"{output}: build_binary failed ({proc.returncode}):\n{tail}")
-        os.replace(tmp_out, output)
-    log.info("%s: %s (%d unigrams from %s)", output, _human(output.stat().st_size),
-             len(words), source)  # fmt: skip
-    return output
-
-
-# -------------------------------------------------------------------------- results
-
-# What the anchors published (WER %, test sets), for the table's last column.
-ANCHORS: dict[str, str] = {
-    "test-clean": "10.5 greedy (deepspeech.pytorch V3); 5.33 with LM (DS2 paper)",
-    "test-other": "13.25 with LM (DS2 paper)",
-}
-
-
-def _load_result(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except ValueError as err:
-        raise LibriSpeechError(f"{path}: not a JSON result ({err})") from None
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.2f}"
-
-
-def results_table(
-    results_dir: str | os.PathLike[str],
-    sets: Sequence[str] = EVAL_PARTS,
-    decoder_json: str | os.PathLike[str] | None = None,
-    title: str = "LibriSpeech results",
-    notes: Sequence[str] = (),
-) -> str:
-    """A markdown table from ``<results_dir>/<set>.{greedy,lm}.json`` (the
-    ``asr evaluate --json`` outputs): WER and CER per set and decoder, the LM
-    weights tuned on dev (``decoder.json``), and the anchors' published WER."""
-    results_dir = Path(results_dir)
-    lines = [f"# {title}", ""]
-    lines += [f"- {n}" for n in notes]
-    if decoder_json is not None and Path(decoder_json).is_file():
-        d = json.loads(Path(decoder_json).read_text(encoding="utf-8"))
-        t = d.get("tuned") or {}
-        lines.append(
-            f"- LM weights tuned on {Path(t.get('manifest', '?')).name}: alpha "
-            f"{d.get('alpha')}, beta {d.get('beta')}, beam width "
-            f"{d.get('beam_width')} (LM {t.get('lm', '?')})"
-        )
-    lines += [
-        "",
-        "| set | utterances | greedy WER % | greedy CER % | LM WER % | LM CER % "
-        "| LM WER 95% CI | published (WER %) |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
-    ]
-    for s in sets:
-        g = _load_result(results_dir / f"{s}.greedy.json") or {}
-        m = _load_result(results_dir / f"{s}.lm.json") or {}
-        n = g.get("utterances", m.get("utterances", ""))
-        ci = m.get("wer_ci") or [None, None]
-        ci_text = f"{_pct(ci[0])} - {_pct(ci[1])}" if m else "n/a"
-        lines.append(
-            f"| {s} | {n} | {_pct(g.get('wer'))} | {_pct(g.get('cer'))} "
-            f"| {_pct(m.get('wer'))} | {_pct(m.get('cer'))} | {ci_text} "
-            f"| {ANCHORS.get(s, '')} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def _add_host(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--mirror",
-        default=OPENSLR,
-        help=f"base URL replacing {OPENSLR}: files are fetched from "
-        "MIRROR/12/<part>.tar.gz and MIRROR/11/<file> (default: %(default)s)",
-    )
-    p.add_argument("--retries", type=int, default=5, help="resumes per file")
-    p.add_argument("--timeout", type=float, default=60.0, help="socket timeout, s")
-    p.add_argument("--backoff", type=float, default=5.0, help="wait * attempt, s")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="asr data librispeech",
-        description="LibriSpeech (OpenSLR 12) and its language models (OpenSLR 11).",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser(
-        "download",
-        help="download parts and LM files, resumable, MD5-checked",
-        description="Download into DEST; a file already there and verified is "
-        "skipped without a request; an interrupted download resumes (HTTP Range).",
-    )
-    p.add_argument("--parts", nargs="*", default=[], help="100|460|960 or part names")
-    p.add_argument("--lm-files", nargs="*", default=[], help="OpenSLR 11 file names")
-    p.add_argument("--dest", type=Path, required=True, help="the downloads directory")
-    _add_host(p)
-
-    p = sub.add_parser("extract", help="extract downloaded parts, safely")
-    p.add_argument("--parts", nargs="+", required=True)
-    p.add_argument("--downloads", type=Path, required=True)
-    p.add_argument("--dest", type=Path, required=True, help="gets LibriSpeech/<part>")
-
-    p = sub.add_parser("manifests", help="JSON Lines manifests per part + training")
-    p.add_argument("--parts", nargs="+", required=True)
-    p.add_argument(
-        "--corpus",
-        type=Path,
-        action="append",
-        required=True,
-        help="a directory holding LibriSpeech/<part> or <part> (repeatable)",
-    )
-    p.add_argument("--out", type=Path, required=True)
-
-    p = sub.add_parser(
-        "lm", help="download an OpenSLR 11 ARPA model; lower-case and binarize it"
-    )
-    p.add_argument("--kind", choices=sorted(LM_ARPA), default="3-gram.pruned.1e-7")
-    p.add_argument("--downloads", type=Path, required=True)
-    p.add_argument("-o", "--output", type=Path, required=True, help="e.g. lm.bin")
-    p.add_argument("--binary-type", choices=("probing", "trie"), default="probing")
-    _add_host(p)
-
-    p = sub.add_parser("results", help="RESULTS.md from asr evaluate --json files")
-    p.add_argument("--results", type=Path, required=True, help="<set>.<dec>.json dir")
-    p.add_argument("--sets", nargs="+", default=list(EVAL_PARTS))
-    p.add_argument("--decoder-json", type=Path, help="decoder.json (asr lm tune)")
-    p.add_argument("--note", action="append", default=[], help="a line of notes")
-    p.add_argument("-o", "--output", type=Path, required=True)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``asr data librispeech {download,extract,manifests,lm,results} ...``."""
-    from asr.lm import LMError, unigrams_path
-    from asr.manifest import ManifestError
-
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        if args.command == "download":
-            parts = resolve_parts(args.parts)
-            if not parts and not args.lm_files:
-                raise LibriSpeechError(
-                    "nothing to download: give --parts or --lm-files"
-                )
-            for resource, names in (
-                (CORPUS_RESOURCE, [f"{p}.tar.gz" for p in parts]),
-                (LM_RESOURCE, list(args.lm_files)),
-            ):
-                sums = Checksums(args.mirror, resource, args.dest, args.timeout)
-                for name in names:
-                    fetch(
-                        name, args.dest, sums, args.retries, args.timeout, args.backoff
-                    )
-        elif args.command == "extract":
-            for part in resolve_parts(args.parts):
-                extract(args.downloads / f"{part}.tar.gz", args.dest, part)
-        elif args.command == "manifests":
-            write_manifests(args.corpus, resolve_parts(args.parts), args.out)
-        elif args.command == "lm":
-            sums = Checksums(args.mirror, LM_RESOURCE, args.downloads, args.timeout)
-            if args.output.is_file() and unigrams_path(args.output).is_file():
-                log.info("%s: present, skipping", args.output)
-                return 0
-            arpa = fetch(LM_ARPA[args.kind], args.downloads, sums, args.retries,
-                         args.timeout, args.backoff)  # fmt: skip
-            vocab = fetch(LM_VOCAB, args.downloads, sums, args.retries, args.timeout,
-                          args.backoff)  # fmt: skip
-            prepare_arpa_lm(arpa, vocab, args.output, args.binary_type)
-        elif args.command == "results":
-            table = results_table(
-                args.results, args.sets, args.decoder_json, notes=args.note
-            )
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(args.output, table.encode("utf-8"))
-            print(table, end="")
-    except (LibriSpeechError, LMError, ManifestError) as err:
-        print(f"asr data librispeech {args.command}: error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    raise SystemExit(main())
