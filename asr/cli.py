@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -407,10 +408,12 @@ def _model_info() -> int:
 
 
 def _add_data_parser(sub: argparse._SubParsersAction) -> None:
-    """``asr data librispeech ...``."""
+    """``asr data librispeech ...``, ``asr data synthetic ...`` and
+    ``asr data synthetic-lm-text ...``."""
     from asr.librispeech import EVAL_PARTS, LM_ARPA, OPENSLR
+    from asr.synthetic.wordnet import DEFAULT_WORDNET_DIR
 
-    data = sub.add_parser("data", help="corpora: asr data librispeech -h")
+    data = sub.add_parser("data", help="corpora: asr data {librispeech,synthetic} -h")
     corpus = data.add_subparsers(dest="data_command", required=True)
     ls = corpus.add_parser(
         "librispeech",
@@ -469,12 +472,77 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--note", action="append", default=[], help="a line of notes")
     p.add_argument("-o", "--output", type=Path, required=True)
 
+    p = corpus.add_parser(
+        "synthetic",
+        help="generate an offline English speech corpus with text-to-speech voices",
+        description="Generate an offline English speech corpus (LibriSpeech layout) "
+        "with espeak-ng, flite and festival voices; dev/test use held-out voices.",
+    )
+    p.add_argument("out_dir", type=Path, help="output directory")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--hours", type=float, help="total audio in hours (default 2)")
+    size.add_argument(
+        "--minutes", type=float, help="total audio in minutes (toy sizes)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes"
+    )
+    p.add_argument("--sample-rate", type=int, default=16000, help="Hz (default 16000)")
+    p.add_argument("--dev-voices", type=int, default=10, help="speakers in dev")
+    p.add_argument("--test-voices", type=int, default=10, help="speakers in test")
+    p.add_argument("--max-words", type=int, default=25, help="longest sentence, words")
+    p.add_argument("--min-words", type=int, default=2, help="shortest sentence, words")
+    p.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.1,
+        help="share of the total for dev, and again for test (default 0.1)",
+    )
+    p.add_argument(
+        "--utts-per-speaker",
+        type=int,
+        default=20,
+        help="about how many sentences each training speaker says (default 20)",
+    )
+    p.add_argument(
+        "--allow-missing-engines",
+        action="store_true",
+        help="skip an engine or voice that is not installed (with a warning)",
+    )
+    p.add_argument(
+        "--wordnet-dir", type=Path, default=DEFAULT_WORDNET_DIR, help="WordNet data.*"
+    )
+
+    p = corpus.add_parser(
+        "synthetic-lm-text",
+        help="LM text for the synthetic corpus: WordNet without held-out synsets",
+        description="Write the training transcripts (--include) and every WordNet "
+        "usage example whose synset holds no sentence of an --exclude manifest, "
+        "one per line, each once, normalized like the transcripts.",
+    )
+    p.add_argument("-o", "--out", type=Path, required=True, help="text to write")
+    p.add_argument(
+        "--include", type=Path, nargs="*", default=[], help="manifests to keep whole"
+    )
+    p.add_argument(
+        "--exclude",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="held-out manifests: their sentences' synsets are left out",
+    )
+    p.add_argument(
+        "--wordnet-dir", type=Path, default=DEFAULT_WORDNET_DIR, help="WordNet data.*"
+    )
+
 
 def _data(args: argparse.Namespace) -> int:
     """``asr data ...``: one line on stderr for a user's mistake, status 1."""
     from asr.atomic import WriteError
+    from asr.synthetic.errors import CorpusError
 
-    errors: tuple[type[Exception], ...] = (WriteError,)
+    errors: tuple[type[Exception], ...] = (CorpusError, WriteError)
     name = f"asr data {args.data_command} {getattr(args, 'ls_command', '')}".strip()
     if args.data_command == "librispeech":
         from asr.librispeech import LibriSpeechError
@@ -482,7 +550,11 @@ def _data(args: argparse.Namespace) -> int:
         from asr.manifest import ManifestError
 
         errors += (LibriSpeechError, LMError, ManifestError)
-    run = {"librispeech": _librispeech}[args.data_command]
+    run = {
+        "librispeech": _librispeech,
+        "synthetic": _synthetic,
+        "synthetic-lm-text": _synthetic_lm_text,
+    }[args.data_command]
     try:
         return run(args)
     except errors as err:
@@ -516,6 +588,29 @@ def _librispeech(args: argparse.Namespace) -> int:
             args.output, args.results, args.sets, args.decoder_json, args.note
         )
         print(table, end="")
+    return 0
+
+
+def _synthetic(args: argparse.Namespace) -> int:
+    from asr.synthetic.corpus import generate_corpus
+
+    hours = 2.0 if args.hours is None else args.hours
+    if args.minutes is not None:
+        hours = args.minutes / 60
+    # The options' destinations are generate_corpus's parameter names.
+    names = ("seed", "jobs", "sample_rate", "dev_voices", "test_voices", "max_words")
+    names += ("min_words", "eval_fraction", "utts_per_speaker", "wordnet_dir")
+    names += ("allow_missing_engines",)
+    options = {k: getattr(args, k) for k in names}
+    print(generate_corpus(args.out_dir, hours=hours, **options).format())
+    return 0
+
+
+def _synthetic_lm_text(args: argparse.Namespace) -> int:
+    from asr.synthetic.lm_text import write_lm_text
+
+    summary = write_lm_text(args.out, args.include, args.exclude, args.wordnet_dir)
+    print(summary.format())
     return 0
 
 
