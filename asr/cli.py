@@ -410,7 +410,7 @@ def _model_info() -> int:
 def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     """``asr data librispeech ...``, ``asr data synthetic ...`` and
     ``asr data synthetic-lm-text ...``."""
-    from asr.librispeech import EVAL_PARTS, LM_ARPA, OPENSLR
+    from asr.librispeech.corpus import EVAL_PARTS, LM_ARPA, OPENSLR
     from asr.synthetic.wordnet import DEFAULT_WORDNET_DIR
 
     data = sub.add_parser("data", help="corpora: asr data {librispeech,synthetic} -h")
@@ -573,7 +573,8 @@ def _librispeech(args: argparse.Namespace) -> int:
     names = ("mirror", "retries", "timeout", "backoff")
     host = {k: getattr(args, k) for k in names if hasattr(args, k)}
     if args.ls_command == "download":
-        ls.download(ls.resolve_parts(args.parts), args.lm_files, args.dest, **host)
+        parts = ls.resolve_parts(args.parts)
+        ls.download_files(parts, args.lm_files, args.dest, **host)
     elif args.ls_command == "extract":
         for part in ls.resolve_parts(args.parts):
             ls.extract(args.downloads / f"{part}.tar.gz", args.dest, part)

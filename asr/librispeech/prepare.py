@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from asr.librispeech.download import (
-    CORRUPT_ERRORS,
+from asr.librispeech.corpus import (
     EVAL_PARTS,
     LM_ARPA,
     LM_RESOURCE,
@@ -30,11 +29,9 @@ from asr.librispeech.download import (
     OPENSLR,
     TRAIN_PARTS,
     ArchiveError,
-    Checksums,
     LibriSpeechError,
-    fetch,
-    human_size,
 )
+from asr.librispeech.download import CORRUPT_ERRORS, Checksums, fetch, human_size
 
 __all__ = [
     "ANCHORS",
