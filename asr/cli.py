@@ -42,10 +42,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 def entry() -> None:
     """The ``asr`` command (and ``python -m asr``): :func:`main` on tcmalloc when it
-    is installed (asr.malloc: glibc's malloc grows and slows training)."""
+    is installed (asr.malloc: glibc's malloc grows and slows training). ``asr data``
+    stays on glibc's: the synthetic corpus starts an engine process per sentence or
+    batch, each of which would load tcmalloc too (synthesis 7 % slower, measured)."""
     from asr.malloc import use_tcmalloc
 
-    use_tcmalloc()
+    if sys.argv[1:2] != ["data"]:
+        use_tcmalloc()
     raise SystemExit(main())
 
 
