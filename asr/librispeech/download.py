@@ -117,13 +117,16 @@ class Checksums:
 
     @property
     def official(self) -> bool:
+        """True for www.openslr.org itself, whose list must agree with ours."""
         return self.base == OPENSLR or self.base == OPENSLR.replace("https:", "http:")
 
     def _cache(self) -> Path:
+        """Where this host's list is cached (one file per host and resource)."""
         tag = hashlib.sha1(self.base.encode()).hexdigest()[:8]
         return self.cache_dir / f".md5sum-{self.resource}-{tag}.txt"
 
     def _listing(self) -> dict[str, str]:
+        """The host's list, from the cache or fetched once; ``{}`` if it has none."""
         cache = self._cache()
         if cache.is_file():
             return parse_md5sum(cache.read_text(encoding="utf-8"), str(cache))
@@ -145,6 +148,7 @@ class Checksums:
         return listing
 
     def table(self) -> dict[str, str]:
+        """File name -> expected MD5: the host's list over the published one."""
         if self._table is None:
             listing = self._listing()
             builtin = PUBLISHED_MD5 if self.resource == CORPUS_RESOURCE else {}
@@ -169,6 +173,7 @@ class Checksums:
         return self._table
 
     def get(self, name: str) -> str | None:
+        """The expected MD5 of ``name``, or None if nobody publishes one."""
         return self.table().get(name)
 
 
@@ -191,6 +196,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def md5_file(path: str | os.PathLike[str]) -> str:
+    """The MD5 of a file as hex, read in 1 MiB blocks."""
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
         while block := f.read(_CHUNK):
