@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from asr import librispeech as ls
+from asr.cli import main
 from asr.librispeech import (
     ArchiveError,
     Checksums,
@@ -55,6 +56,11 @@ LM_SENTENCES = [
     "the dog sat on the mat with the cat",
     "good night to you",
 ]
+
+
+def librispeech_cli(args: list[str]) -> int:
+    """``asr data librispeech ARGS`` in this process; its exit status."""
+    return main(["data", "librispeech", *args])
 
 
 # --------------------------------------------------------------- the fake OpenSLR
@@ -221,7 +227,7 @@ def test_download_verifies_then_a_second_run_makes_no_request(mirror, tmp_path):
     downloads = tmp_path / "downloads"
     args = ["download", "--parts", "dev-clean", "test-clean", "--dest", str(downloads)]
     args += ["--mirror", base, "--backoff", "0"]
-    assert ls.main(args) == 0
+    assert librispeech_cli(args) == 0
     for part in ("dev-clean", "test-clean"):
         got = downloads / f"{part}.tar.gz"
         assert got.read_bytes() == (root / "12" / got.name).read_bytes()
@@ -229,7 +235,7 @@ def test_download_verifies_then_a_second_run_makes_no_request(mirror, tmp_path):
     paths = [p for p, _ in server.requests]
     assert paths == ["/12/md5sum.txt", "/12/dev-clean.tar.gz", "/12/test-clean.tar.gz"]
     server.requests.clear()
-    assert ls.main(args) == 0
+    assert librispeech_cli(args) == 0
     assert server.requests == []  # verified stamps: not even the checksum list
 
 
@@ -323,9 +329,10 @@ def test_http_errors_name_the_file(mirror, tmp_path, capsys):
     base, root, _ = mirror
     (root / "12" / "test-other.tar.gz").unlink()
     args = ["download", "--parts", "test-other", "--dest", str(tmp_path)]
-    assert ls.main([*args, "--mirror", base, "--backoff", "0"]) == 1
+    assert librispeech_cli([*args, "--mirror", base, "--backoff", "0"]) == 1
     errors = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
     assert len(errors) == 1
+    assert errors[0].startswith("asr data librispeech download: error: ")
     assert "test-other.tar.gz: HTTP 404" in errors[0] and base in errors[0]
 
 
@@ -349,10 +356,9 @@ def test_a_corrupt_archive_is_rejected_naming_it(mirror, tmp_path, capsys):
     _write_md5sum(root / "12")  # listed as is: only extraction can tell
     downloads, dest = tmp_path / "downloads", tmp_path / "data"
     common = ["--parts", "dev-other"]
-    assert (
-        ls.main(["download", *common, "--dest", str(downloads), "--mirror", base]) == 0
-    )
-    rc = ls.main(
+    args = ["download", *common, "--dest", str(downloads), "--mirror", base]
+    assert librispeech_cli(args) == 0
+    rc = librispeech_cli(
         ["extract", *common, "--downloads", str(downloads), "--dest", str(dest)]
     )
     assert rc == 1

@@ -762,6 +762,7 @@ def test_frame_phone_labels_follow_the_frame_centres():
     assert labels[1].tolist() == [-100] * 7
 
 
+@pytest.mark.slow
 def test_the_phone_head_learns_from_real_alignments_and_stays_out_of_the_model(
     tmp_path,
 ):
@@ -770,13 +771,11 @@ def test_the_phone_head_learns_from_real_alignments_and_stays_out_of_the_model(
     from asr.data import SpeechDataset, collate
     from asr.inference import save_model
     from asr.manifest import librispeech_manifest
+    from asr.synthetic.corpus import generate_corpus
     from asr.task import ASRTask
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    import make_synthetic_corpus as msc
-
     corpus = tmp_path / "corpus"
-    msc.generate_corpus(
+    generate_corpus(
         corpus,
         hours=12 / 3600,
         utts_per_speaker=2,

@@ -8,7 +8,7 @@
 #   bash recipes/librispeech/run.sh --parts 960 --config conf/librispeech/ds2_paper.yaml -- --trainer.devices -1
 #   bash recipes/librispeech/run.sh --data-dir /corpora --stage 2   # a copy you have
 #
-# All logic lives in the Python package (asr/librispeech.py, asr data librispeech);
+# All logic lives in the Python package (asr/librispeech/, asr data librispeech);
 # this script only sequences it. See recipes/librispeech/README.md.
 set -euo pipefail
 

@@ -61,7 +61,7 @@ if run_stage 0; then
   else
     log "stage 0: generating ${hours} h of speech into $data/corpus"
     # shellcheck disable=SC2086  # corpus_opts is a list of options
-    "$python" tools/make_synthetic_corpus.py "$data/corpus" --hours "$hours" \
+    "$python" -m asr data synthetic "$data/corpus" --hours "$hours" \
       --jobs "$jobs" --seed "$seed" $corpus_opts
     touch "$data/corpus/.done"
   fi
@@ -89,7 +89,7 @@ if run_stage 2; then
     # The generator's --wordnet-dir, if --corpus-opts gave one.
     wordnet_opt=$(grep -oE -- '--wordnet-dir[= ][^ ]+' <<<"$corpus_opts" | head -1 | tr '=' ' ' || true)
     # shellcheck disable=SC2086  # wordnet_opt is an option and its value, or nothing
-    "$python" tools/wordnet_lm_text.py -o "$data/lm_text.txt" $wordnet_opt \
+    "$python" -m asr data synthetic-lm-text -o "$data/lm_text.txt" $wordnet_opt \
       --include "$data/train.jsonl" --exclude "$data/dev.jsonl" "$data/test.jsonl"
     "$python" -m asr lm build "$data/lm_text.txt" -o "$data/lm.bin" --order "$lm_order"
     touch "$data/.lm.done"

@@ -1,32 +1,16 @@
-"""The synthetic recipe's LM text (tools/wordnet_lm_text.py): the training text plus
-WordNet's other examples, never a held-out sentence's synset."""
+"""The synthetic recipe's LM text (asr.synthetic.lm_text, ``asr data
+synthetic-lm-text``): the training text plus WordNet's other examples, never a
+held-out sentence's synset."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
-import sys
-import types
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "tools" / "wordnet_lm_text.py"
-
-
-def _load_tool() -> types.ModuleType:
-    sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("wordnet_lm_text", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-wlt = _load_tool()
+from asr.cli import main
+from asr.synthetic.lm_text import write_lm_text
 
 HEADER = "  1 This software and database is being provided to you, the LICENSEE\n"
 NOUNS = [
@@ -82,7 +66,7 @@ def test_training_text_plus_wordnet_without_held_out_synsets(
     dev = _manifest(tmp_path / "dev.jsonl", ["she ran home", "the boys games"])
     test = _manifest(tmp_path / "test.jsonl", ["pentamerous flowers"])
     out = tmp_path / "lm" / "lm_text.txt"
-    s = wlt.write_lm_text(out, [train], [dev, test], wordnet_dir=wordnet)
+    s = write_lm_text(out, [train], [dev, test], wordnet_dir=wordnet)
     assert out.read_text().splitlines() == [
         "each oar was tugged by several men",
         "the boat sank",
@@ -106,77 +90,50 @@ def test_training_text_is_kept_even_in_a_held_out_synset(
     train = _manifest(tmp_path / "train.jsonl", ["the flowers of the tree"])
     test = _manifest(tmp_path / "test.jsonl", ["pentamerous flowers"])
     out = tmp_path / "lm_text.txt"
-    wlt.write_lm_text(out, [train], [test], wordnet_dir=wordnet)
+    write_lm_text(out, [train], [test], wordnet_dir=wordnet)
     lines = out.read_text().splitlines()
     assert lines[0] == "the flowers of the tree"
     assert "pentamerous flowers" not in lines
 
 
-def test_cli_and_its_errors(wordnet: Path, tmp_path: Path) -> None:
+def test_cli_and_its_errors(
+    wordnet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     train = _manifest(tmp_path / "train.jsonl", ["the boat sank"])
     out = tmp_path / "lm_text.txt"
-    cmd = [sys.executable, str(SCRIPT), "-o", str(out), "--wordnet-dir", str(wordnet)]
-    done = subprocess.run(
-        [*cmd, "--include", str(train)], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert "1 from the included manifests" in done.stdout
+    cmd = ["data", "synthetic-lm-text", "-o", str(out), "--wordnet-dir", str(wordnet)]
+
+    def run(*args: str) -> tuple[int, str, str]:
+        status = main([*cmd, *args])
+        done = capsys.readouterr()
+        return status, done.out, done.err
+
+    status, stdout, stderr = run("--include", str(train))
+    assert status == 0, stderr
+    assert "1 from the included manifests" in stdout
     assert out.read_text().splitlines()[0] == "the boat sank"
+
+    def error(*args: str) -> str:
+        """The one line on stderr of a run that must fail with status 1."""
+        status, _, stderr = run(*args)
+        assert status == 1
+        assert stderr.startswith("asr data synthetic-lm-text: error: "), stderr
+        assert stderr.count("\n") == 1, stderr
+        return stderr
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"audio_filepath": "x.flac"}\n')
-    done = subprocess.run(
-        [*cmd, "--exclude", str(bad)], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 1
-    assert f"{bad}:2: not a manifest line with a text" in done.stderr
+    assert f"{bad}:2: not a manifest line with a text" in error("--exclude", str(bad))
 
     blocked = train / "lm_text.txt"  # a path under a file
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "-o",
-            str(blocked),
-            "--wordnet-dir",
-            str(wordnet),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 1
-    assert f"{blocked}: cannot write the LM text" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert f"{blocked}: cannot write the LM text" in error("-o", str(blocked))
 
     binary = tmp_path / "audio.flac"
     binary.write_bytes(b"fLaC\x00\x00\x00\x22\xff\xfe")
-    done = subprocess.run(
-        [*cmd, "--include", str(binary)], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 1
-    assert f"{binary}: not UTF-8 text" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert f"{binary}: not UTF-8 text" in error("--include", str(binary))
 
     missing = tmp_path / "nowhere.jsonl"
-    done = subprocess.run(
-        [*cmd, "--include", str(missing)], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 1
-    assert f"{missing}: cannot read manifest" in done.stderr
+    assert f"{missing}: cannot read manifest" in error("--include", str(missing))
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "-o",
-            str(out),
-            "--wordnet-dir",
-            str(tmp_path / "x"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 1
-    assert "data.noun: cannot read WordNet data" in done.stderr
+    nowhere = str(tmp_path / "x")
+    assert "data.noun: cannot read WordNet data" in error("--wordnet-dir", nowhere)

@@ -1,58 +1,63 @@
-#!/usr/bin/env python
 """Language-model text for the synthetic corpus: every WordNet usage example that
-is not held out, not only the sentences that were spoken for training.
-
-    python tools/wordnet_lm_text.py -o LM_TEXT --include train.jsonl \\
-        --exclude dev.jsonl test.jsonl [--wordnet-dir DIR]
+is not held out, not only the sentences that were spoken for training
+(``asr data synthetic-lm-text``, the recipe's stage 2).
 
 The corpus speaks a fraction of WordNet's ~46,000 usable examples (the 12 h demo
 corpus: 15,000 for training, 4,000 for dev and test); the rest is text in the same
 register that costs nothing to use. Written one per line:
 
-- every transcript of the ``--include`` manifests (the training text), then
-- the examples of every synset none of whose examples is in an ``--exclude``
+- every transcript of the ``include`` manifests (the training text), then
+- the examples of every synset none of whose examples is in an ``exclude``
   manifest. A held-out sentence's whole synset is left out, not only the sentence:
   its sibling examples show the same rare word ("pentamerous flowers") and would
   tell the LM what the test says.
 
 Each line once. Examples are cleaned as the generator cleans what it speaks
-(:func:`make_synthetic_corpus.clean_sentence`) and then normalized as manifests are
+(:func:`asr.synthetic.wordnet.clean_sentence`) and then normalized as manifests are
 (:func:`asr.text.normalize`: lower case, "boys'" -> "boys"), so the LM's words are
 the transcripts' words and a held-out sentence is recognised in either form.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from asr.synthetic.errors import CorpusError
+from asr.synthetic.wordnet import DEFAULT_WORDNET_DIR, synset_examples
+from asr.text import normalize
 
-from make_synthetic_corpus import (  # noqa: E402
-    DEFAULT_WORDNET_DIR,
-    CorpusError,
-    synset_examples,
-)
-
-from asr.text import normalize  # noqa: E402
+__all__ = ["LmTextSummary", "manifest_texts", "write_lm_text"]
 
 
 @dataclass(frozen=True)
 class LmTextSummary:
+    """What :func:`write_lm_text` wrote, in lines."""
+
     out: Path
-    included: int  # lines from the --include manifests
+    included: int  # lines from the include manifests
     added: int  # further WordNet examples
     held_out_synsets: int  # synsets left out for holding a held-out sentence
-    held_out_sentences: int  # distinct texts in the --exclude manifests
+    held_out_sentences: int  # distinct texts in the exclude manifests
+
+    def format(self) -> str:
+        """One line for the user."""
+        return (
+            f"{self.out}: {self.included + self.added} lines ({self.included} from "
+            f"the included manifests, {self.added} more WordNet examples); "
+            f"{self.held_out_synsets} synsets left out for the "
+            f"{self.held_out_sentences} held-out sentences"
+        )
 
 
 def manifest_texts(paths: Iterable[Path]) -> list[str]:
-    """The ``text`` of every line of the manifests, in order (a clear error naming
-    the file and line for anything unreadable)."""
+    """The normalized ``text`` of every line of the manifests, in order.
+
+    Raises:
+        CorpusError: naming the file (and line) of anything unreadable.
+    """
     texts = []
     for path in paths:
         try:
@@ -86,8 +91,13 @@ def write_lm_text(
     min_words: int = 1,
     max_words: int = 1000,
 ) -> LmTextSummary:
-    """Write the LM text (see the module docstring); atomically, so an interrupted
-    run leaves no half file."""
+    """Write the LM text (see the module docstring) to ``out``; atomically, so an
+    interrupted run leaves no half file. ``min_words``/``max_words`` bound the
+    WordNet examples taken, in words (by default: all that clean).
+
+    Raises:
+        CorpusError: an unreadable manifest or WordNet file, or ``out`` unwritable.
+    """
     held_out = set(manifest_texts(exclude))
     lines: dict[str, None] = dict.fromkeys(t for t in manifest_texts(include) if t)
     included = len(lines)
@@ -115,37 +125,3 @@ def write_lm_text(
         held_out_synsets=held_out_synsets,
         held_out_sentences=len(held_out),
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-o", "--out", type=Path, required=True, help="text to write")
-    parser.add_argument(
-        "--include", type=Path, nargs="*", default=[], help="manifests to keep whole"
-    )
-    parser.add_argument(
-        "--exclude",
-        type=Path,
-        nargs="*",
-        default=[],
-        help="held-out manifests: their sentences' synsets are left out",
-    )
-    parser.add_argument(
-        "--wordnet-dir", type=Path, default=DEFAULT_WORDNET_DIR, help="WordNet data.*"
-    )
-    args = parser.parse_args(argv)
-    try:
-        s = write_lm_text(args.out, args.include, args.exclude, args.wordnet_dir)
-    except CorpusError as e:
-        print(f"wordnet_lm_text: error: {e}", file=sys.stderr)
-        return 1
-    print(
-        f"{s.out}: {s.included + s.added} lines ({s.included} from the included "
-        f"manifests, {s.added} more WordNet examples); {s.held_out_synsets} synsets "
-        f"left out for the {s.held_out_sentences} held-out sentences"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
