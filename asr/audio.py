@@ -142,7 +142,9 @@ def _open(path: str) -> sf.SoundFile:
     """Open ``path`` for reading, after the checks of :func:`audio_info`."""
     _check_file(path)
     try:
-        f = sf.SoundFile(path)
+        # bytes: soundfile encodes a str strictly, and a name that is not UTF-8
+        # (surrogate escapes) would fail
+        f = sf.SoundFile(os.fsencode(path))
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as e:
         raise _open_error(path, e) from e
     try:
@@ -306,7 +308,7 @@ def stream_audio(
     )
     block = max(1, round(block_seconds * rate))
     try:
-        f = sf.SoundFile(path)
+        f = sf.SoundFile(os.fsencode(path))
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as e:
         raise AudioError(path, f"unreadable audio header ({e})") from e
     got = 0

@@ -14,6 +14,7 @@ is added).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -165,7 +166,7 @@ def _audio_files(directory: str) -> list[str]:
 def _looks_like_audio(path: str) -> bool:
     """True for a file whose header libsndfile recognizes (never a manifest)."""
     try:
-        sf.info(path)
+        sf.info(os.fsencode(path))
     except Exception:  # not audio, missing, unreadable: treat it as a manifest
         return False
     return True
@@ -316,10 +317,11 @@ def _place(hyp: Hypothesis, p: Posteriors) -> Hypothesis:
     """Word times in the file rather than the segment (``offset`` added), and never
     past the end of the audio: a word's last frame may end up to a frame beyond the
     last sample (the frame grid covers the audio's end), so times are clamped."""
-    offset, end = p.source.offset, p.seconds
+    offset = p.source.offset
+    last = math.floor((p.seconds + offset) * 1000) / 1000  # in whole milliseconds
 
     def at(t: float) -> float:
-        return round(min(t, end) + offset, 3)
+        return min(round(t + offset, 3), last)
 
     words = tuple(Word(w.text, at(w.start), at(w.end), w.confidence) for w in hyp.words)
     return Hypothesis(hyp.text, words, hyp.score)

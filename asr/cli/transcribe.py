@@ -119,7 +119,10 @@ def run_transcribe(args: argparse.Namespace) -> int:
     )
 
     def report(failure: object) -> None:
-        print(f"asr transcribe: error: {failure}", file=sys.stderr, flush=True)
+        # a file name that is not UTF-8 is shown with \x escapes, whatever stderr is
+        line = f"asr transcribe: error: {failure}"
+        line = line.encode("utf-8", "backslashreplace").decode("utf-8")
+        print(line, file=sys.stderr, flush=True)
 
     errors = (OutputError, DecoderError, LMError)
     # The thread count is process-wide: restore it, so that calling main() from
@@ -196,8 +199,9 @@ def run_transcribe(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         kept = ""
         if directory is not None and directory.written:
-            kept = f"; the {len(directory.written)} files written to {args.output} "
-            kept += "are kept"
+            n = len(directory.written)
+            files = "the 1 file" if n == 1 else f"the {n} files"
+            kept = f"; {files} written to {args.output} kept"
         print(f"asr transcribe: interrupted{kept}", file=sys.stderr)
         return 130
     finally:
