@@ -25,7 +25,28 @@ import soxr
 if TYPE_CHECKING:  # torch loads on the first load_audio: `asr manifest` needs none
     import torch
 
-__all__ = ["AudioError", "AudioInfo", "audio_info", "load_audio", "stream_audio"]
+__all__ = [
+    "GATE_CONTEXT",
+    "LEVEL_SECONDS",
+    "SILENCE_DB",
+    "AudioError",
+    "AudioInfo",
+    "audio_info",
+    "chunk_levels",
+    "load_audio",
+    "stream_audio",
+    "stream_levels",
+]
+
+# The silence gate (asr.posteriors.PosteriorRunner): output frames farther than
+# GATE_CONTEXT seconds from any 10 ms chunk of audio at or above SILENCE_DB (dBFS,
+# RMS) are made blank. A model whose features are normalized per utterance scales
+# near-silence up to the loudness of speech and reads characters in it; the gate
+# keeps silence silent. The threshold is far below speech (docs/reliability.md
+# gives the margin measured on the demo's test set).
+SILENCE_DB = -60.0
+GATE_CONTEXT = 0.1
+LEVEL_SECONDS = 0.01
 
 # libsndfile's MP3 seek is only approximate: after a seek, the bit reservoir of the
 # first MPEG frame is missing and mpg123 decodes garbage there (measured: errors of 0.5
@@ -356,3 +377,31 @@ def _mono_block(
     if resampler is not None:
         mono = resampler.resample_chunk(mono, last=last)
     return np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def chunk_levels(wave: np.ndarray, hop: int) -> np.ndarray:
+    """dBFS (RMS) of consecutive ``hop``-sample chunks of ``wave``, the last one
+    possibly shorter."""
+    n = len(wave)
+    if n == 0:
+        return np.zeros(0)
+    chunks = -(-n // hop)
+    padded = np.zeros(chunks * hop, np.float64)
+    padded[:n] = wave
+    power = np.square(padded).reshape(chunks, hop).sum(1)
+    counts = np.full(chunks, hop, np.float64)
+    counts[-1] = n - (chunks - 1) * hop
+    return 10 * np.log10(power / counts + 1e-20)
+
+
+def stream_levels(blocks: Iterator[np.ndarray], hop: int) -> Iterator[np.ndarray]:
+    """:func:`_chunk_levels` of a stream of blocks, chunk by chunk as they fill."""
+    carry = np.zeros(0, np.float32)
+    for block in blocks:
+        carry = np.concatenate([carry, block])
+        whole = len(carry) // hop * hop
+        if whole:
+            yield chunk_levels(carry[:whole], hop)
+            carry = carry[whole:]
+    if len(carry):
+        yield chunk_levels(carry, hop)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from asr.audio import SILENCE_DB
 from asr.decoding import Decoder, make_decoder
 from asr.inference import load_model
 from asr.manifest import read_manifest
@@ -46,7 +47,7 @@ from asr.metrics import (
     bootstrap_ci,
     char_errors,
 )
-from asr.posteriors import SILENCE_DB, PosteriorRunner, Progress, manifest_sources
+from asr.posteriors import PosteriorRunner, Progress, manifest_sources
 from asr.text import normalize
 
 __all__ = [

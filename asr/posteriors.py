@@ -44,16 +44,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from asr.audio import AudioError, audio_info, load_audio, stream_audio
+from asr.audio import (
+    GATE_CONTEXT,
+    LEVEL_SECONDS,
+    SILENCE_DB,
+    AudioError,
+    audio_info,
+    chunk_levels,
+    load_audio,
+    stream_audio,
+    stream_levels,
+)
 from asr.data import DurationBatchSampler
 from asr.features import STD_FLOOR
 from asr.inference import Recognizer
 from asr.manifest import Utterance
 
 __all__ = [
-    "GATE_CONTEXT",
     "OVERLAP_SECONDS",
-    "SILENCE_DB",
     "WINDOW_SECONDS",
     "PosteriorRunner",
     "Posteriors",
@@ -65,15 +73,6 @@ __all__ = [
 # Windowing of long files (seconds); see the module docstring.
 WINDOW_SECONDS = 30.0
 OVERLAP_SECONDS = 5.0
-# The silence gate (see PosteriorRunner): output frames farther than GATE_CONTEXT
-# seconds from any 10 ms chunk of audio at or above SILENCE_DB (dBFS, RMS) are made
-# blank. A model whose features are normalized per utterance scales near-silence up
-# to the loudness of speech and reads characters in it; the gate keeps silence
-# silent. The threshold is far below speech (docs/reliability.md gives the margin
-# measured on the demo's test set).
-SILENCE_DB = -60.0
-GATE_CONTEXT = 0.1
-_LEVEL_SECONDS = 0.01
 # Without a terminal, progress lines are printed for work longer than this (seconds
 # of audio), about every tenth of it.
 _PROGRESS_LINES_SECONDS = 600.0
@@ -248,7 +247,7 @@ class PosteriorRunner:
     @property
     def _hop(self) -> int:
         """Samples per level chunk."""
-        return max(1, round(_LEVEL_SECONDS * self.recognizer.sample_rate))
+        return max(1, round(LEVEL_SECONDS * self.recognizer.sample_rate))
 
     def _gate(self, log_probs: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """``(T, V)`` log-posteriors with the frames far from any chunk at or above
@@ -302,7 +301,7 @@ class PosteriorRunner:
             for (out, wave), lp in zip(
                 good, self._model([w for _, w in good]), strict=True
             ):
-                out.log_probs = self._gate(lp, _chunk_levels(wave.numpy(), self._hop))
+                out.log_probs = self._gate(lp, chunk_levels(wave.numpy(), self._hop))
             if reader is not None:
                 t0 = time.perf_counter()
                 loaded = reader.result()
@@ -386,7 +385,7 @@ class PosteriorRunner:
         assert len(log_probs) == expected, (len(log_probs), expected, n_frames)
         if self.silence_db is not None:
             levels = np.concatenate(
-                list(_stream_levels(blocks(), self._hop)) or [np.zeros(0)]
+                list(stream_levels(blocks(), self._hop)) or [np.zeros(0)]
             )
             log_probs = self._gate(log_probs, levels)
         out.log_probs = log_probs
@@ -417,34 +416,6 @@ class PosteriorRunner:
 # What a gated frame's non-blank classes get: probability e^-100, nothing (a finite
 # value, so decoders and confidences need no special case).
 _SILENT_LOG_PROB = -100.0
-
-
-def _chunk_levels(wave: np.ndarray, hop: int) -> np.ndarray:
-    """dBFS (RMS) of consecutive ``hop``-sample chunks of ``wave``, the last one
-    possibly shorter."""
-    n = len(wave)
-    if n == 0:
-        return np.zeros(0)
-    chunks = -(-n // hop)
-    padded = np.zeros(chunks * hop, np.float64)
-    padded[:n] = wave
-    power = np.square(padded).reshape(chunks, hop).sum(1)
-    counts = np.full(chunks, hop, np.float64)
-    counts[-1] = n - (chunks - 1) * hop
-    return 10 * np.log10(power / counts + 1e-20)
-
-
-def _stream_levels(blocks: Iterator[np.ndarray], hop: int) -> Iterator[np.ndarray]:
-    """:func:`_chunk_levels` of a stream of blocks, chunk by chunk as they fill."""
-    carry = np.zeros(0, np.float32)
-    for block in blocks:
-        carry = np.concatenate([carry, block])
-        whole = len(carry) // hop * hop
-        if whole:
-            yield _chunk_levels(carry[:whole], hop)
-            carry = carry[whole:]
-    if len(carry):
-        yield _chunk_levels(carry, hop)
 
 
 def _seconds(source: Source) -> float:

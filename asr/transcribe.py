@@ -24,13 +24,13 @@ from typing import Any, TextIO
 
 import soundfile as sf
 
+from asr.audio import SILENCE_DB
 from asr.decoding import Decoder, Hypothesis, Word
 from asr.inference import Recognizer
 from asr.manifest import ManifestError, read_manifest
 from asr.model import count_parameters
 from asr.posteriors import (
     OVERLAP_SECONDS,
-    SILENCE_DB,
     WINDOW_SECONDS,
     PosteriorRunner,
     Posteriors,

@@ -395,13 +395,18 @@ def test_validation_categories(tmp_path: Path) -> None:
         Utterance(str(short), 0.1, "far too long a transcript", id="long"),
         Utterance(str(ok), 1.0, "again", id="good"),
         Utterance(str(ok), 0.5, "beyond", offset=1.0, id="late"),
-        Utterance(str(ok), 0.5, "unnamed"),
+        Utterance(str(ok), 1.0, "unnamed"),
+        # the manifest's duration against the audio's (tolerance 0.1 s)
+        Utterance(str(ok), 0.5, "half", id="half"),
+        Utterance(str(ok), 0.5, "segment", offset=0.4, id="segment"),
+        Utterance(str(ok), 0.9, "past the end", offset=0.4, id="past"),
+        Utterance(str(ok), 1e308, "forever", id="forever"),
     ]
     report = validate_utterances(utterances, CharTokenizer(), frames_10ms)
     assert isinstance(report, ValidationReport)
-    assert report.total == 10 and not report.ok
+    assert report.total == 14 and not report.ok
     assert list(report.problems) == list(CATEGORIES)
-    assert [u.id for u in report.kept] == ["good", "fits", None]
+    assert [u.id for u in report.kept] == ["good", "fits", None, "segment"]
     p = report.problems
     assert p["unreadable audio"] == [
         f"missing ({tmp_path / 'missing.wav'}): file not found",
@@ -416,9 +421,17 @@ def test_validation_categories(tmp_path: Path) -> None:
         "(25 labels + 1 repeats)",  # the "oo" of "too"
     ]
     assert p["duplicate id"] == [f"good: {ok} and {ok}"]
+    assert p["duration mismatch"] == [
+        f"half ({ok}): duration 0.5 s, but the audio holds 1 s",
+        f"past ({ok}): duration 0.9 s, but the audio holds 0.6 s after the offset "
+        "0.4 s",
+        "forever: duration 1e+308 s is longer than any recording",
+    ]
 
     summary = report.summary(max_examples=1)
-    assert summary.splitlines()[0] == ("10 utterances checked: 3 kept, 7 with problems")
+    assert summary.splitlines()[0] == (
+        "14 utterances checked: 4 kept, 10 with problems"
+    )
     assert "  unreadable audio: 2" in summary
     assert "    missing (" in summary and "    ... and 1 more" in summary
     assert "  duplicate id: 1" in summary
@@ -441,7 +454,7 @@ def test_validation_without_audio_or_length_checks(tmp_path: Path) -> None:
 def test_validation_reads_each_file_once(tmp_path: Path, monkeypatch) -> None:
     import asr.manifest as manifest_module
 
-    path = tone(tmp_path / "long.wav", 1.0)
+    path = tone(tmp_path / "long.wav", 1.25)
     calls = []
     real = manifest_module.audio_info
 
@@ -450,7 +463,9 @@ def test_validation_reads_each_file_once(tmp_path: Path, monkeypatch) -> None:
         return real(p)
 
     monkeypatch.setattr(manifest_module, "audio_info", counting)
-    segments = [Utterance(str(path), 0.25, "x", offset=i * 0.25) for i in range(4)]
+    # segments after the first quarter second (an utterance at offset 0 is the
+    # whole file, as the loaders read it)
+    segments = [Utterance(str(path), 0.25, "x", offset=i * 0.25) for i in range(1, 5)]
     report = validate_utterances(segments, CharTokenizer())
     assert report.ok and len(report.kept) == 4
     assert calls == [str(path)]

@@ -82,7 +82,7 @@ def add_transcribe_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_gate_options(p: argparse.ArgumentParser) -> None:
-    from asr.posteriors import SILENCE_DB
+    from asr.audio import SILENCE_DB
 
     p.add_argument(
         "--silence-db",
