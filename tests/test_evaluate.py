@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -428,3 +429,37 @@ def test_per_speaker_results_on_real_speech(espeak_manifests, model, capsys):
     assert main(["evaluate", str(espeak_manifests["dev"]), "--checkpoint",
                  str(model), "--no-report"]) == 0  # fmt: skip
     assert "speakers" not in capsys.readouterr().out
+
+
+def test_evaluate_reports_the_seconds_it_measured(
+    espeak_manifests, fitted_checkpoint, tmp_path
+):
+    """A manifest claiming 1e308 s is not believed: the RTF and the durations are
+    those of the audio read (the validator names the claim)."""
+    from asr.audio import audio_info
+    from asr.manifest import write_manifest
+
+    utts = read_manifest(espeak_manifests["dev"])[:2]
+    lying = [dataclasses.replace(utts[0], duration=1e308), utts[1]]
+    manifest = tmp_path / "lying.jsonl"
+    write_manifest(manifest, lying)
+    s = evaluate(manifest, fitted_checkpoint).summary()
+    real = sum(audio_info(u.audio_filepath).duration for u in utts)
+    assert s["audio_seconds"] == pytest.approx(real, abs=1e-3)
+    assert s["rtf"] < 10
+    assert main(["validate", str(manifest), "--checkpoint", str(fitted_checkpoint)])
+
+
+def test_evaluate_shows_progress_without_a_terminal(
+    espeak_manifests, fitted_checkpoint, monkeypatch
+):
+    import io
+
+    import asr.posteriors
+
+    monkeypatch.setattr(asr.posteriors, "_PROGRESS_LINES_SECONDS", 0.0)
+    stream = io.StringIO()
+    evaluate(espeak_manifests["dev"], fitted_checkpoint, progress=stream)
+    lines = stream.getvalue().splitlines()
+    assert lines and all(line.startswith("evaluating: ") for line in lines), lines
+    assert lines[-1].split("(")[1].startswith("100%")

@@ -590,3 +590,13 @@ def test_manifest_json_cannot_run_anything(tmp_path: Path, monkeypatch) -> None:
     assert [u.text for u in utts] == ["x", "__import__('os')", "y"]
     assert utts[2].id == "$(touch P)"
     assert sorted(os.listdir(tmp_path)) == ["m.jsonl", "ok.wav"]
+
+
+def test_an_invalid_json_message_reads_as_english(tmp_path: Path) -> None:
+    """json's "Unterminated string starting at" is not followed by another "at"."""
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(b'{"audio_filepath": "a.wav')  # cut mid-string, no newline
+    (problem,) = scan_manifest(cut).problems
+    assert problem == (
+        f"{cut}:1: invalid JSON (Unterminated string starting at column 21)"
+    )
