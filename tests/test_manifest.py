@@ -598,5 +598,5 @@ def test_an_invalid_json_message_reads_as_english(tmp_path: Path) -> None:
     cut.write_bytes(b'{"audio_filepath": "a.wav')  # cut mid-string, no newline
     (problem,) = scan_manifest(cut).problems
     assert problem == (
-        f"{cut}:1: invalid JSON (Unterminated string starting at column 21)"
+        f"{cut}:1: invalid JSON (Unterminated string starting at column 20)"
     )
