@@ -402,3 +402,19 @@ def test_a_hostile_decoder_json_is_one_line_and_runs_nothing(
     )
     assert len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["decoder.json", "model.ckpt"]
+
+
+def test_lm_tune_checks_the_lm_before_running_the_model(
+    espeak_manifests, tmp_path, capsys, monkeypatch
+):
+    import asr.tune
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model ran before the LM was checked")
+
+    monkeypatch.setattr(asr.tune, "manifest_log_probs", never)
+    missing = tmp_path / "missing.bin"
+    code = main(["lm", "tune", str(espeak_manifests["dev"]), "--checkpoint",
+                 str(tmp_path / "m.ckpt"), "--lm", str(missing)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and f"{missing}: no such language model file" in err, err
