@@ -23,7 +23,7 @@ from asr.audio import load_audio
 from asr.decoding import GreedyDecoder, Hypothesis
 from asr.inference import load_model
 
-__all__ = ["plot_alignment", "plot_training_curves"]
+__all__ = ["plot_alignment", "plot_training_curves", "training_series"]
 
 
 def _pyplot() -> Any:
@@ -151,15 +151,13 @@ def _shorten(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def plot_training_curves(metrics_csv: Path, png: Path) -> Path:
-    """Training loss per step, validation loss and error rates, from CSVLogger's
-    ``metrics.csv``, to ``png``.
-
-    Every point is drawn at the optimizer step where it was computed: a validation
-    at the end of an epoch sits at that epoch's last step (the rows' ``step``), so
-    the first validation is after the first epoch's training, not at step 0.
-    """
-    plt = _pyplot()
+def training_series(
+    metrics_csv: str | Path,
+) -> tuple[dict[str, list[tuple[float, float]]], list[float]]:
+    """What the training curves draw, from CSVLogger's ``metrics.csv``: each metric's
+    ``(step, value)`` points, at the optimizer step where it was logged (a
+    validation at the end of an epoch sits at that epoch's last step, not at the
+    epoch's number), and the last step of each epoch."""
     series: dict[str, list[tuple[float, float]]] = {}
     epoch_ends: dict[float, float] = {}  # epoch -> last step logged in it
     with open(metrics_csv, newline="") as f:
@@ -173,6 +171,15 @@ def plot_training_curves(metrics_csv: Path, png: Path) -> Path:
             for key, value in row.items():
                 if key not in ("step", "epoch") and value:
                     series.setdefault(key, []).append((float(step), float(value)))
+    return series, [epoch_ends[e] for e in sorted(epoch_ends)]
+
+
+def plot_training_curves(metrics_csv: Path, png: Path) -> Path:
+    """Training loss per step, validation loss and error rates (each at the step
+    where it was computed, :func:`training_series`), from ``metrics.csv`` to
+    ``png``; dotted lines mark the ends of epochs."""
+    plt = _pyplot()
+    series, epoch_ends = training_series(metrics_csv)
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
     for key in ("train_loss", "train_loss_step"):
         if key in series:
@@ -193,7 +200,7 @@ def plot_training_curves(metrics_csv: Path, png: Path) -> Path:
     for ax in (ax_loss, ax_err):
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        for end in epoch_ends.values():  # epoch boundaries
+        for end in epoch_ends:
             ax.axvline(end, color="0.6", lw=0.6, ls=":")
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
