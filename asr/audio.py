@@ -26,7 +26,6 @@ if TYPE_CHECKING:  # torch loads on the first load_audio: `asr manifest` needs n
     import torch
 
 __all__ = [
-    "GATE_CONTEXT",
     "LEVEL_SECONDS",
     "SILENCE_DB",
     "AudioError",
@@ -38,14 +37,14 @@ __all__ = [
     "stream_levels",
 ]
 
-# The silence gate (asr.posteriors.PosteriorRunner): output frames farther than
-# GATE_CONTEXT seconds from any 10 ms chunk of audio at or above SILENCE_DB (dBFS,
-# RMS) are made blank. A model whose features are normalized per utterance scales
-# near-silence up to the loudness of speech and reads characters in it; the gate
-# keeps silence silent. The threshold is far below speech (docs/reliability.md
-# gives the margin measured on the demo's test set).
-SILENCE_DB = -60.0
-GATE_CONTEXT = 0.1
+# The silence gate (asr.posteriors.PosteriorRunner): a file (or segment) whose
+# loudest 10 ms (RMS) is below SILENCE_DB dBFS is silence, and transcribes as nothing.
+# A model whose features are normalized per utterance scales near-silence up to the
+# loudness of speech and reads characters in it. The gate is per file, not per
+# frame: a CTC model emits characters up to a second after their sound (the demo
+# model often emits a sentence's last letter in its final frames, in the trailing
+# silence), so blanking quiet frames inside a file would cut words.
+SILENCE_DB = -55.0
 LEVEL_SECONDS = 0.01
 
 # libsndfile's MP3 seek is only approximate: after a seek, the bit reservoir of the

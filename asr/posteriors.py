@@ -45,7 +45,6 @@ import torch
 from torch import Tensor
 
 from asr.audio import (
-    GATE_CONTEXT,
     LEVEL_SECONDS,
     SILENCE_DB,
     AudioError,
@@ -155,10 +154,9 @@ class PosteriorRunner:
         window_seconds: files longer than this run in windows of this length.
         overlap_seconds: overlap of consecutive windows (at least 4 output frames;
             at most half a window).
-        silence_db: the silence gate's threshold in dBFS (RMS of 10 ms chunks):
-            output frames with no chunk this loud within :data:`GATE_CONTEXT`
-            seconds become blank, so digital silence, dither and faint noise
-            transcribe as nothing; ``None`` turns the gate off.
+        silence_db: the silence gate's threshold in dBFS: a source whose loudest
+            10 ms (RMS) is below it transcribes as nothing (digital silence,
+            dither, faint noise); ``None`` turns the gate off.
 
     ``stats`` holds the seconds of audio read and of model time of the last run.
     """
@@ -250,24 +248,16 @@ class PosteriorRunner:
         return max(1, round(LEVEL_SECONDS * self.recognizer.sample_rate))
 
     def _gate(self, log_probs: np.ndarray, levels: np.ndarray) -> np.ndarray:
-        """``(T, V)`` log-posteriors with the frames far from any chunk at or above
-        :attr:`silence_db` made blank (``levels``: dBFS of each 10 ms chunk)."""
+        """``(T, V)`` log-posteriors, all blank when no 10 ms chunk of the source
+        (``levels``, dBFS) reaches :attr:`silence_db` (see :data:`asr.audio.
+        SILENCE_DB`); unchanged otherwise."""
         if self.silence_db is None or not len(log_probs):
             return log_probs
-        rec = self.recognizer
-        # chunks per output frame, and the context on each side, in chunks
-        per_frame = rec.frame_seconds * rec.sample_rate / self._hop
-        context = round(GATE_CONTEXT * rec.sample_rate / self._hop)
-        loud = np.concatenate([[0], np.cumsum(levels >= self.silence_db)])
-        k = np.arange(len(log_probs))
-        lo = np.clip(np.floor(k * per_frame).astype(int) - context, 0, len(levels))
-        hi = np.clip(np.ceil((k + 1) * per_frame).astype(int) + context, 0, len(levels))
-        silent = loud[hi] - loud[lo] == 0
-        if silent.any():
-            log_probs = log_probs.copy()
-            log_probs[silent] = _SILENT_LOG_PROB
-            log_probs[silent, rec.tokenizer.blank] = 0.0
-        return log_probs
+        if len(levels) and levels.max() >= self.silence_db:
+            return log_probs
+        silent = np.full_like(log_probs, _SILENT_LOG_PROB)
+        silent[:, self.recognizer.tokenizer.blank] = 0.0
+        return silent
 
     # -- batched path
 

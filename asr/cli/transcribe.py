@@ -88,8 +88,8 @@ def add_gate_options(p: argparse.ArgumentParser) -> None:
         "--silence-db",
         type=float,
         default=SILENCE_DB,
-        help="the silence gate: audio quieter than this (dBFS, RMS of 10 ms) for "
-        f"longer than 0.2 s is read as silence (default: {SILENCE_DB:g})",
+        help="the silence gate: a file whose loudest 10 ms is quieter than this "
+        f"(dBFS, RMS) transcribes as nothing (default: {SILENCE_DB:g})",
     )
     p.add_argument(
         "--no-silence-gate",
