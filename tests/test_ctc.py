@@ -468,7 +468,7 @@ def speech_like_batch(T: int, B: int = 8, C: int = 29, seed: int = 0):
     return log_probs, targets, input_lengths, target_lengths
 
 
-def count_forward_backward(batch, atomic_free: bool, monkeypatch):
+def count_forward_backward(batch, cuda: bool, monkeypatch):
     lp, targets, il, tl = batch
     lp = lp.clone().requires_grad_()
 
@@ -476,19 +476,19 @@ def count_forward_backward(batch, atomic_free: bool, monkeypatch):
         return op_counts.grad(ctc_loss(lp, targets, il, tl, reduction="none"), (lp,))
 
     with monkeypatch.context() as patch:
-        patch.setattr(recursion, "_atomic_free", lambda device: atomic_free)
+        # The CUDA path: the atomic-free fold, and chunks sized for launches.
+        patch.setattr(recursion, "_atomic_free", lambda device: cuda)
+        patch.setattr(recursion, "_launch_bound", lambda device: cuda)
         _, counts = op_counts.count(forward_backward, [lp])
     return counts
 
 
-@pytest.mark.parametrize("atomic_free", [False, True], ids=["cpu_fold", "cuda_fold"])
-def test_host_syncs_are_constant_and_operations_per_frame_bounded(
-    atomic_free, monkeypatch
-):
+@pytest.mark.parametrize("cuda", [False, True], ids=["cpu_path", "cuda_path"])
+def test_host_syncs_are_constant_and_operations_per_frame_bounded(cuda, monkeypatch):
     """One read-back per call (which samples to redo in log space), whatever the
     length; at most 12 operations per frame (kernel launches on a GPU)."""
     short, long = (
-        count_forward_backward(speech_like_batch(T), atomic_free, monkeypatch)
+        count_forward_backward(speech_like_batch(T), cuda, monkeypatch)
         for T in (50, 800)
     )
     assert short.syncs == long.syncs <= 1, (short.sync_sites, long.sync_sites)

@@ -158,12 +158,25 @@ def build_problem(
 
 
 _CHUNK = 16  # frames per chunk in the vectorised passes, to bound their temporaries
-_CHUNK_BYTES = 1 << 18  # ... or more, while a chunk stays under 256 KiB
+_CHUNK_BYTES = 1 << 18  # ... or more, while a chunk stays under 256 KiB (CPU)
+_LAUNCH_CHUNK_BYTES = 1 << 22  # ... 4 MiB where operations are launch-bound
+_NARROW_CHUNK = 4  # narrow slots padded at a time on the CPU
 
 
-def _chunk(frame_bytes: int) -> int:
+def _launch_bound(device: torch.device) -> bool:
+    """Whether an operation on ``device`` costs mostly its launch (a GPU kernel, some
+    microseconds whatever its size): there fewer, larger chunks win. On the CPU an
+    operation costs its work, and small chunks stay in cache and below the size at
+    which an operation is split over threads (which on a loaded machine waits for a
+    descheduled thread). (Tests force it on the CPU to count what CUDA would run.)
+    """
+    return device.type != "cpu"
+
+
+def _chunk(frame_bytes: int, device: torch.device) -> int:
     """Frames per chunk: at least _CHUNK, more while the chunk stays small."""
-    return max(_CHUNK, _CHUNK_BYTES // max(1, frame_bytes))
+    limit = _LAUNCH_CHUNK_BYTES if _launch_bound(device) else _CHUNK_BYTES
+    return max(_CHUNK, limit // max(1, frame_bytes))
 
 
 def _emission_table(
@@ -199,7 +212,7 @@ def _emission_table(
     dev, dt = lp.device, lp.dtype
     one, zero = (0.0, float("-inf")) if log_space else (1.0, 0.0)
     E = torch.empty(T, B, K + 2, dtype=dt, device=dev) if out is None else out
-    chunk = _chunk(B * (K + 2) * lp.element_size())
+    chunk = _chunk(B * (K + 2) * lp.element_size(), dev)
     m = torch.zeros(T, B, dtype=dt, device=dev)
     for t0 in range(0, T, chunk):
         t1 = min(T, t0 + chunk)
@@ -404,7 +417,7 @@ def forward_backward(
     # rows >= B of slot t, the others by rows < B of slot T-1-t).
     occ = torch.empty(T, B, K, dtype=dt, device=dev) if need_grad else None
     log_d = torch.empty(half, B2, dtype=torch.float64, device=dev)
-    chunk = _chunk(B2 * K * 8)  # the float64 class fold of one slot
+    chunk = _chunk(B2 * K * 8, dev)  # the float64 class fold of one slot
     n_max = min(chunk, half)
     empty = float("-inf") if log_space else 0.0
     if need_grad:
@@ -455,10 +468,11 @@ def forward_backward(
         j1 = min(half, j0 + chunk)
         occupancy(j0, j1, full[j0 - n_narrow : j1 - n_narrow])
     if n_narrow:
+        step = chunk if _launch_bound(dev) else _NARROW_CHUNK
         if n_full:
-            scratch, step = full, min(chunk, n_full)
+            scratch, step = full, min(step, n_full)
         else:
-            step = min(4, n_narrow)
+            step = min(_NARROW_CHUNK, n_narrow)
             scratch = torch.empty(step, B2, S, dtype=torch.float64, device=dev)
         for j0 in range(0, n_narrow, step):
             j1 = min(n_narrow, j0 + step)
@@ -548,7 +562,7 @@ def gradient(
         grad.scatter_add_(2, plan[0][None].expand(T, B, K), -occ)
     else:
         bb, ii, cc = plan
-        step = _chunk(bb.numel() * occ.element_size())
+        step = _chunk(bb.numel() * occ.element_size(), dev)
         for t0 in range(0, T, step):
             t1 = min(T, t0 + step)
             g = grad[t0:t1]
