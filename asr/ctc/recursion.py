@@ -363,6 +363,18 @@ class _ClassFold:
             flat_part.index_copy_(1, dst, x)
 
 
+def _pad_slots(slots: list[Tensor], scratch: Tensor, empty: float) -> Tensor:
+    """Narrow slots ``(B2, w)`` copied into ``scratch`` padded to full width ``S``
+    with ``empty`` (states past a slot's width were unreachable): ``(n, B2, S)``."""
+    g = scratch[: len(slots)]
+    g.fill_(empty)
+    B2, S = g.shape[1:]
+    base = g.storage_offset()
+    for i, slot in enumerate(slots):
+        g.as_strided(slot.shape, (S, 1), base + i * B2 * S).copy_(slot)
+    return g
+
+
 def forward_backward(
     lp: Tensor,
     padded: Tensor,
@@ -476,13 +488,8 @@ def forward_backward(
             scratch = torch.empty(step, B2, S, dtype=torch.float64, device=dev)
         for j0 in range(0, n_narrow, step):
             j1 = min(n_narrow, j0 + step)
-            g = scratch[: j1 - j0]
-            g.fill_(empty)  # states past a slot's width were unreachable
-            base = g.storage_offset()
-            for i, slot in enumerate(slots[j0:j1]):
-                g.as_strided(slot.shape, (S, 1), base + i * B2 * S).copy_(slot)
-            occupancy(j0, j1, g)
-        del scratch, g
+            occupancy(j0, j1, _pad_slots(slots[j0:j1], scratch, empty))
+        del scratch
     del slots, full  # the storage goes before the gradient arrives
     if need_grad:
         del part_buf, fold
