@@ -74,11 +74,11 @@ def fwd_bwd(loss_fn: Callable, inputs) -> None:
 
 
 def timed(loss_fn: Callable, inputs, device: str) -> float:
-    if device == "cuda":
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
     fwd_bwd(loss_fn, inputs)
-    if device == "cuda":
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
     return time.perf_counter() - start
 
