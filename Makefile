@@ -14,7 +14,7 @@ APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-syst
 	espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
 	sox wordnet-base libsndfile1 libtcmalloc-minimal4
 
-.PHONY: setup test test-fast demo bench lint format clean
+.PHONY: setup test test-fast test-cuda demo bench lint format clean
 
 setup: $(APT_STAMP) $(VENV_STAMP) $(KENLM_BINS)
 
@@ -54,6 +54,13 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# On a machine with a CUDA device: the tests marked cuda (skipped elsewhere), then
+# our CTC loss against torch's on the card, CUDA graphs on and off (the budget for
+# choosing between them is in conf/librispeech/ds2_1gpu.yaml, at ctc_impl).
+test-cuda: setup
+	$(PY) -m pytest -q -m cuda
+	$(PY) tools/bench_ctc.py --device cuda --cuda-graph both --rounds 5
 
 # The main job on the offline default: generate speech, train, evaluate on held-out
 # voices; ends with the test WER/CER and leaves the model at exp/demo/model.ckpt.

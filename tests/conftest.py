@@ -105,3 +105,17 @@ def fitted_checkpoint(espeak_corpus, espeak_manifests, tmp_path_factory) -> Path
     task.eval()
     path = tmp_path_factory.mktemp("fitted") / "model.ckpt"
     return save_model(task, path)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run only where a CUDA device is (``make test-cuda``)."""
+    cuda_tests = [item for item in items if item.get_closest_marker("cuda")]
+    if not cuda_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (make test-cuda)")
+    for item in cuda_tests:
+        item.add_marker(skip)

@@ -4,10 +4,18 @@
 For each shape: forward + backward time of both, measured alternately in one process
 after warm-up (the machine is shared and noisy, so we quote the median of the
 per-round ratios), and the peak memory each allocates during one forward + backward
-(from the torch profiler's allocation events, so it counts exactly what the two
-implementations allocate and nothing of the process around them).
+(on the CPU from the torch profiler's allocation events, so it counts exactly what the
+two implementations allocate and nothing of the process around them; on CUDA from the
+caching allocator's peak above what was allocated before the call).
+
+On CUDA our loss replays its frame loop as a CUDA graph when a padded shape repeats
+(asr/ctc/frames.py); ``--cuda-graph`` chooses the arms: ``on`` (the default
+behaviour) or ``off`` (eager) against torch's, or ``both``: the main table with graphs
+on, and a second table of graphs against eager, time and memory (a graph keeps its
+shape's buffers between calls: they are counted in its memory). CPU runs are eager.
 
     python tools/bench_ctc.py [--rounds 9] [--device cpu] [--shapes 32x200x29 ...]
+    python tools/bench_ctc.py --device cuda --cuda-graph both
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asr.ctc import ctc_loss  # noqa: E402
+from asr.ctc.frames import GRAPHS  # noqa: E402
 
 # (B, T, C): the issue's shapes. Target lengths are about T/4.
 SHAPES = [(32, 200, 29), (32, 400, 29), (32, 800, 29), (32, 400, 1000)]
@@ -65,17 +74,24 @@ def fwd_bwd(loss_fn: Callable, inputs) -> None:
 
 
 def timed(loss_fn: Callable, inputs, device: str) -> float:
-    if device == "cuda":
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
     fwd_bwd(loss_fn, inputs)
-    if device == "cuda":
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
-def peak_bytes(loss_fn: Callable, inputs) -> int:
+def peak_bytes(loss_fn: Callable, inputs, device: str) -> int:
     """Peak of bytes allocated (and not yet freed) during one forward + backward."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fwd_bwd(loss_fn, inputs)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fwd_bwd(loss_fn, inputs)
     events = prof.profiler.kineto_results.events()
@@ -89,11 +105,28 @@ def peak_bytes(loss_fn: Callable, inputs) -> int:
     return peak
 
 
+def ours(graphs: bool) -> Callable:
+    """Our loss with the CUDA-graph path on or off."""
+
+    def loss_fn(*args, **kwargs):
+        GRAPHS.enabled = graphs
+        return ctc_loss(*args, **kwargs)
+
+    return loss_fn
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--cuda-graph",
+        choices=["on", "off", "both"],
+        default="on",
+        help="on CUDA: our loss with graphs on, off, or both (a second table); "
+        "ignored on the CPU",
+    )
     parser.add_argument(
         "--shapes",
         nargs="+",
@@ -103,11 +136,17 @@ def main() -> None:
         help="batch x frames x classes (default: the issue's four shapes)",
     )
     args = parser.parse_args()
+    cuda = args.device.startswith("cuda")
+    graphs = cuda and args.cuda_graph != "off"
+    compare_graphs = cuda and args.cuda_graph == "both"
+    warmup = max(args.warmup, 2) if graphs else args.warmup  # 2nd call captures
 
     print(
         f"torch {torch.__version__}, device {args.device}, "
         f"{torch.get_num_threads()} intra-op threads, float32, forward+backward, "
-        f"median of {args.rounds} alternating rounds\n"
+        f"median of {args.rounds} alternating rounds"
+        + (f", CUDA graphs {'on' if graphs else 'off'}" if cuda else "")
+        + "\n"
     )
     header = (
         "| B | T | C | S (≈T/4) | ours ms | native ms | time ratio | ours peak MB "
@@ -116,38 +155,65 @@ def main() -> None:
     print(header)
     print("|---" * 10 + "|")
     worst_time = worst_mem = 0.0
+    arms = {"ours": ours(graphs), "native": F.ctc_loss}
+    if compare_graphs:
+        arms["eager"] = ours(False)
+    graph_rows = []
     for B, T, C in args.shapes:
         inputs = make_inputs(B, T, C, args.device)
-        for _ in range(args.warmup):
-            fwd_bwd(ctc_loss, inputs)
-            fwd_bwd(F.ctc_loss, inputs)
-        ours, native, ratios = [], [], []
+        GRAPHS.clear()
+        for _ in range(warmup):
+            for fn in arms.values():
+                fwd_bwd(fn, inputs)
+        times: dict[str, list[float]] = {name: [] for name in arms}
         for r in range(args.rounds):
-            # Alternate which goes first so that neither always meets a warm cache.
-            if r % 2:
-                b = timed(F.ctc_loss, inputs, args.device)
-                a = timed(ctc_loss, inputs, args.device)
-            else:
-                a = timed(ctc_loss, inputs, args.device)
-                b = timed(F.ctc_loss, inputs, args.device)
-            ours.append(a)
-            native.append(b)
-            ratios.append(a / b)
-        mem_ours = peak_bytes(ctc_loss, inputs)
-        mem_native = peak_bytes(F.ctc_loss, inputs)
+            # Rotate which goes first so that none always meets a warm cache.
+            names = list(arms)
+            names = names[r % len(names) :] + names[: r % len(names)]
+            for name in names:
+                times[name].append(timed(arms[name], inputs, args.device))
+        ratios = [a / b for a, b in zip(times["ours"], times["native"], strict=True)]
+        held = GRAPHS.nbytes if graphs else 0  # a graph's buffers stay between calls
+        mem_ours = peak_bytes(arms["ours"], inputs, args.device) + held
+        mem_native = peak_bytes(F.ctc_loss, inputs, args.device)
         ratio = statistics.median(ratios)
         mem_ratio = mem_ours / mem_native
         worst_time, worst_mem = max(worst_time, ratio), max(worst_mem, mem_ratio)
         print(
-            f"| {B} | {T} | {C} | {T // 4} | {1e3 * statistics.median(ours):.1f} "
-            f"| {1e3 * statistics.median(native):.1f} | {ratio:.2f} "
+            f"| {B} | {T} | {C} | {T // 4} "
+            f"| {1e3 * statistics.median(times['ours']):.1f} "
+            f"| {1e3 * statistics.median(times['native']):.1f} | {ratio:.2f} "
             f"| {mem_ours / 2**20:.1f} | {mem_native / 2**20:.1f} | {mem_ratio:.2f} |",
             flush=True,
         )
+        if compare_graphs:
+            graph_ratio = statistics.median(
+                a / b for a, b in zip(times["ours"], times["eager"], strict=True)
+            )
+            mem_eager = peak_bytes(arms["eager"], inputs, args.device)
+            graph_rows.append(
+                f"| {B} | {T} | {C} "
+                f"| {1e3 * statistics.median(times['eager']):.1f} "
+                f"| {1e3 * statistics.median(times['ours']):.1f} | {graph_ratio:.2f} "
+                f"| {mem_eager / 2**20:.1f} | {mem_ours / 2**20:.1f} "
+                f"| {held / 2**20:.1f} | {mem_ours / mem_eager:.2f} |"
+            )
+    GRAPHS.enabled = True
     print(
         f"\nworst time ratio {worst_time:.2f}, worst memory ratio {worst_mem:.2f} "
         "(target: both <= 1.00)"
     )
+    if graph_rows:
+        print(
+            "\nCUDA graph against eager (ours both ways; graph memory includes the "
+            "buffers it keeps)\n"
+        )
+        print(
+            "| B | T | C | eager ms | graph ms | time ratio | eager peak MB "
+            "| graph peak MB | held MB | memory ratio |"
+        )
+        print("|---" * 10 + "|")
+        print("\n".join(graph_rows))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,13 @@ launches, so everything below cuts those.
    evaluate this identity at every frame from the rescaled quantities; where the
    estimates disagree beyond rounding (the recursion lost mass to underflow, as with
    extremely peaked outputs), that sample alone is recomputed in log space in float64.
+6. **The host never waits inside the loop.** Lengths and targets arrive on the host,
+   and everything that depends on them (index plans included) is decided there and
+   sent to the device in one non-blocking copy; the one read-back per call is the
+   mask of samples to redo. On CUDA the frame loop, which lives on buffers allocated
+   once per padded shape (:mod:`asr.ctc.frames`), is captured as a CUDA graph the
+   second time a shape is seen and replayed after: one launch instead of ``T`` times
+   a handful.
 
 Gradient convention
 -------------------

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from asr.ctc.recursion import forward_backward, gradient, sample_classes
+from asr.ctc.recursion import forward_backward, gradient, sample_classes, to_device
 
 __all__ = ["CTC_IMPLEMENTATIONS", "CTCLoss", "ctc_loss", "resolve_ctc_loss"]
 
@@ -77,7 +77,8 @@ def ctc_loss(
         return losses.squeeze(0) if unbatched else losses
     if reduction == "sum":
         return losses.sum()
-    divisor = tg_lens.clamp(min=1).to(device=losses.device, dtype=losses.dtype)
+    (divisor,) = to_device([tg_lens.clamp(min=1)], losses.device)
+    divisor = divisor.to(losses.dtype)
     return (losses / divisor).mean()
 
 
@@ -229,19 +230,23 @@ def _compute(
     tg_lens: Tensor,
     blank: int,
     need_grad: bool,
-) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
     """Rescaled computation with per-sample log-space fallback.
 
+    Reads the device back once (which samples to redo), whatever the lengths.
+
     Returns:
-        ``(nll (B,), occ (T, B, K) or None, dead (B,) bool, classes (B, K))``:
+        ``(nll (B,), occ (T, B, K) or None, dead (B,) bool or None, classes (B, K))``:
         ``dead`` marks infinite losses (infeasible pairs, no frames for a non-empty
-        target); ``occ`` is over the compact ``classes`` of each sample.
+        target), None where there can be none; ``occ`` is over the compact
+        ``classes`` of each sample (a host tensor).
     """
     T, B, C = lp.shape
     table = sample_classes(padded, tg_lens, blank, C)
     classes = table[0]
     if T == 0 or B == 0:  # no frames: P = 1 for empty targets, else 0
-        nll = torch.where(tg_lens == 0, 0.0, float("inf")).to(lp)
+        (empty,) = to_device([tg_lens == 0], lp.device)
+        nll = torch.where(empty, 0.0, float("inf")).to(lp.dtype)
         occ = lp.new_zeros(T, B, classes.shape[1]) if need_grad else None
         return nll, occ, torch.isinf(nll), classes
     nll, occ, ok = forward_backward(
@@ -250,27 +255,33 @@ def _compute(
     # A target needs one frame per label plus one between equal neighbours.
     inside = torch.arange(1, max(1, padded.shape[1]))[None, :] < tg_lens[:, None]
     repeats = ((padded[:, 1:] == padded[:, :-1]) & inside).sum(1)
-    infeasible = (tg_lens + repeats > in_lens).to(lp.device)
-    redo = (~ok & ~infeasible).nonzero().flatten()
+    infeasible_host = tg_lens + repeats > in_lens
+    (infeasible,) = to_device([infeasible_host], lp.device)
+    # The one read-back of the call: the samples to redo, as a host mask.
+    redo = (~ok & ~infeasible).cpu().nonzero().flatten()
     if redo.numel():
         # The rescaled recursion lost mass for these samples (extremely peaked
         # outputs): redo them in log space, in float64.
-        idx_cpu = redo.cpu()
+        (redo_d,) = to_device([redo], lp.device)
         sub_nll, sub_occ, _ = forward_backward(
-            lp[:, redo].double(),
-            padded[idx_cpu],
-            in_lens[idx_cpu],
-            tg_lens[idx_cpu],
+            lp[:, redo_d].double(),
+            padded[redo],
+            in_lens[redo],
+            tg_lens[redo],
             blank,
             True,
             need_grad,
-            (table[0][idx_cpu], table[1][idx_cpu]),
+            (table[0][redo], table[1][redo]),
         )
-        nll[redo] = sub_nll.to(nll.dtype)
+        nll[redo_d] = sub_nll.to(nll.dtype)
         if occ is not None:
-            occ[:, redo] = sub_occ.to(occ.dtype)
+            occ[:, redo_d] = sub_occ.to(occ.dtype)
     nll = torch.where(infeasible, float("inf"), nll)
-    return nll, occ, infeasible | torch.isinf(nll), classes
+    # Where the rescaled recursion was trusted its loss is finite; only infeasible
+    # pairs and redone samples can be infinite.
+    maybe_dead = bool(infeasible_host.any()) or redo.numel() > 0
+    dead = infeasible | torch.isinf(nll) if maybe_dead else None
+    return nll, occ, dead, classes
 
 
 class _CTCFunction(torch.autograd.Function):
@@ -292,7 +303,7 @@ class _CTCFunction(torch.autograd.Function):
         nll, occ, dead, classes = _compute(
             lp, padded, in_lens, tg_lens, blank, need_grad
         )
-        if zero_infinity:
+        if zero_infinity and dead is not None:
             nll = nll.masked_fill(dead, 0.0)
         if need_grad:
             ctx.save_for_backward(log_probs, occ)
@@ -307,8 +318,7 @@ class _CTCFunction(torch.autograd.Function):
     def backward(ctx, grad_nll):
         log_probs, occ = ctx.saved_tensors
         lp = log_probs.detach().to(occ.dtype)
-        classes = ctx.classes.to(lp.device)
         grad = gradient(
-            lp, occ, classes, ctx.in_lens, grad_nll, ctx.dead, ctx.zero_infinity
+            lp, occ, ctx.classes, ctx.in_lens, grad_nll, ctx.dead, ctx.zero_infinity
         )
         return grad.to(log_probs.dtype), None, None, None, None, None

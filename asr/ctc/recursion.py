@@ -1,6 +1,11 @@
 """The forward-backward computation behind :func:`asr.ctc.ctc_loss`: one loop over
-frames gives alpha and beta (rescaled probabilities, meeting in the middle), and the
-occupancies that the gradient is made of. :mod:`asr.ctc` describes the algorithm.
+frames gives alpha and beta (rescaled probabilities, meeting in the middle; the loop
+itself is :mod:`asr.ctc.frames`), and the occupancies that the gradient is made of.
+:mod:`asr.ctc` describes the algorithm.
+
+Host synchronisation: everything decided from lengths and targets is decided on the
+host, where they are; nothing here reads a device value back (the one decision that
+needs device values, which samples to redo in log space, is the caller's).
 """
 
 from __future__ import annotations
@@ -10,7 +15,45 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Problem", "forward_backward", "gradient", "sample_classes"]
+from asr.ctc.frames import GRAPHS, Frames, run_frames
+
+__all__ = ["Problem", "forward_backward", "gradient", "sample_classes", "to_device"]
+
+
+def to_device(tensors: list[Tensor], device: torch.device) -> list[Tensor]:
+    """Host tensors on ``device``, in one copy that does not wait for the device.
+
+    PyTorch's ordinary host-to-device copy synchronises the stream after it: the host
+    waits for every kernel queued before, as it does for a read-back. A non-blocking
+    copy from pinned memory does not (the caching host allocator keeps the pinned
+    block until the copy has run). The tensors travel packed in one buffer
+    (:func:`_pack`), so a call costs one copy. Elsewhere than CUDA this is
+    ``t.to(device)``.
+    """
+    if device.type != "cuda":
+        return [t.to(device, non_blocking=True) for t in tensors]
+    flat = _pack(tensors).pin_memory().to(device, non_blocking=True)
+    return _unpack(flat, tensors)
+
+
+def _pack(tensors: list[Tensor]) -> Tensor:
+    """Integer, bool and 8-byte float tensors in one int64 buffer: 8-byte dtypes bit
+    for bit, narrower integers and bool converted."""
+    packed = []
+    for t in tensors:
+        assert not (t.is_floating_point() and t.element_size() != 8), t.dtype
+        flat = t.reshape(-1)
+        packed.append(flat.view(torch.int64) if t.element_size() == 8 else flat.long())
+    return torch.cat(packed) if packed else torch.empty(0, dtype=torch.int64)
+
+
+def _unpack(flat: Tensor, like: list[Tensor]) -> list[Tensor]:
+    """The tensors of :func:`_pack` back from ``flat`` (views where bits allow)."""
+    out = []
+    for t, piece in zip(like, flat.split([x.numel() for x in like]), strict=True):
+        piece = piece.view(t.shape)
+        out.append(piece.view(t.dtype) if t.element_size() == 8 else piece.to(t.dtype))
+    return out
 
 
 @dataclass
@@ -20,14 +63,27 @@ class Problem:
     Shapes: ``B2 = 2B``; ``S = 2 L_max + 1`` states; ``K`` the most distinct classes
     (blank included) in one sample's target. Each sample reads its emissions from its
     own compact class table (:func:`_emission_table`), so nothing of size ``C`` is
-    touched inside the loop.
+    touched inside the loop. Built on the host (:func:`build_problem`), then moved
+    to the device with :meth:`to`.
     """
 
     classes: Tensor  # (B, K) int64: the sample's classes, sorted, padded with blank
-    compact: Tensor  # (B2, S) int64: compact class index of each state
     columns: Tensor  # (B2, S) int64: emission-table column each state reads
     skip: Tensor  # (B2, S) float64: 1 where the s-2 -> s transition is allowed
     meet_index: Tensor  # (B2, S) int64: own state at partner-layout position, S if none
+    blank_col: Tensor  # (B,) int64: where the blank is in classes
+    # The compact class of each label state (odd state) in the label order of each
+    # slot row, which is its partner's (rows < B reversed, rows >= B forward);
+    # (B2, L) int64, on the host.
+    slot_labels: Tensor
+
+    def to(self, device: torch.device, *extra: Tensor) -> tuple[Problem, list[Tensor]]:
+        """This problem on ``device`` and ``extra`` host tensors with it, in one copy
+        (:func:`to_device`); ``slot_labels`` stays on the host."""
+        names = ("classes", "columns", "skip", "meet_index", "blank_col")
+        moved = to_device([getattr(self, n) for n in names] + list(extra), device)
+        on_device = dict(zip(names, moved, strict=False))
+        return Problem(**on_device, slot_labels=self.slot_labels), moved[len(names) :]
 
 
 def sample_classes(
@@ -57,13 +113,10 @@ def sample_classes(
 
 
 def build_problem(
-    padded: Tensor,
-    tg_lens: Tensor,
-    blank: int,
-    table: tuple[Tensor, Tensor],
-    device: torch.device,
+    padded: Tensor, tg_lens: Tensor, blank: int, table: tuple[Tensor, Tensor]
 ) -> Problem:
-    """The stacked problem; ``table`` is :func:`sample_classes`' output."""
+    """The stacked problem, on the host; ``table`` is :func:`sample_classes`'
+    output."""
     B, L = padded.shape
     S = 2 * L + 1
     pos = torch.arange(L)
@@ -95,28 +148,45 @@ def build_problem(
     own = n_states[:, None] - 1 - s[None, :]
     meet_index = torch.where(own >= 0, own, S)
     return Problem(
-        classes=classes.to(device),
-        compact=compact.to(device),
-        columns=columns.to(device),
-        skip=skip.to(device=device, dtype=torch.float64),
-        meet_index=meet_index.to(device),
+        classes=classes,
+        columns=columns,
+        skip=skip.to(torch.float64),
+        meet_index=meet_index,
+        blank_col=(classes == blank).int().argmax(1),  # the first blank column
+        slot_labels=compact.roll(B, 0)[:, 1::2],
     )
 
 
 _CHUNK = 16  # frames per chunk in the vectorised passes, to bound their temporaries
-_CHUNK_BYTES = 1 << 18  # ... or more, while a chunk stays under 256 KiB
+_CHUNK_BYTES = 1 << 18  # ... or more, while a chunk stays under 256 KiB (CPU)
+_LAUNCH_CHUNK_BYTES = 1 << 22  # ... 4 MiB where operations are launch-bound
+_NARROW_CHUNK = 4  # narrow slots padded at a time on the CPU
 
 
-def _chunk(frame_bytes: int) -> int:
+def _launch_bound(device: torch.device) -> bool:
+    """Whether an operation on ``device`` costs mostly its launch (a GPU kernel, some
+    microseconds whatever its size): there fewer, larger chunks win. On the CPU an
+    operation costs its work, and small chunks stay in cache and below the size at
+    which an operation is split over threads (which on a loaded machine waits for a
+    descheduled thread). (Tests force it on the CPU to count what CUDA would run.)
+    """
+    return device.type != "cpu"
+
+
+def _chunk(frame_bytes: int, device: torch.device) -> int:
     """Frames per chunk: at least _CHUNK, more while the chunk stays small."""
-    return max(_CHUNK, _CHUNK_BYTES // max(1, frame_bytes))
-
-
-_RESCALE_EVERY = 4  # steps between rescalings of the probability-space recursion
+    limit = _LAUNCH_CHUNK_BYTES if _launch_bound(device) else _CHUNK_BYTES
+    return max(_CHUNK, limit // max(1, frame_bytes))
 
 
 def _emission_table(
-    lp: Tensor, classes: Tensor, blank_col: Tensor, in_lens: Tensor, log_space: bool
+    lp: Tensor,
+    classes: Tensor,
+    blank_col: Tensor,
+    in_lens_d: Tensor,
+    min_len: int,
+    log_space: bool,
+    out: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Emissions per frame of each sample's own classes, in the recursion's semiring.
 
@@ -124,6 +194,9 @@ def _emission_table(
         lp: ``(T, B, C)`` log-probabilities (float32 or float64).
         classes: ``(B, K)`` the classes of each sample (blank among them).
         blank_col: ``(B,)`` where the blank is in ``classes``.
+        in_lens_d: ``(B,)`` the input lengths, on ``lp``'s device.
+        min_len: the shortest input length.
+        out: where to write ``E`` (a CUDA graph's input buffer), else a new tensor.
 
     Returns:
         ``E``: ``(T, B, K + 2)`` in ``lp``'s dtype (``K`` is the number of classes
@@ -137,130 +210,72 @@ def _emission_table(
     T, B, _ = lp.shape
     K = classes.shape[1]
     dev, dt = lp.device, lp.dtype
-    min_len = int(in_lens.min())
     one, zero = (0.0, float("-inf")) if log_space else (1.0, 0.0)
-    E = torch.empty(T, B, K + 2, dtype=dt, device=dev)
-    chunk = _chunk(B * (K + 2) * lp.element_size())
+    E = torch.empty(T, B, K + 2, dtype=dt, device=dev) if out is None else out
+    chunk = _chunk(B * (K + 2) * lp.element_size(), dev)
     m = torch.zeros(T, B, dtype=dt, device=dev)
-    in_lens_d = in_lens.to(dev)
     for t0 in range(0, T, chunk):
         t1 = min(T, t0 + chunk)
-        out = E[t0:t1, :B, :K]
+        part = E[t0:t1, :B, :K]
         x = lp[t0:t1].gather(2, classes[None].expand(t1 - t0, B, K))  # (n, B, K)
         real = torch.arange(t0, t1, device=dev)[:, None] < in_lens_d[None, :]  # (n, B)
         if log_space:
-            out.copy_(x)
+            part.copy_(x)
         else:
             mc = x.amax(2)
             mc = torch.where(real & torch.isfinite(mc), mc, 0.0)
             m[t0:t1] = mc
-            torch.sub(x, mc[:, :, None], out=out).exp_()
-        blank_em = out.gather(2, blank_col[None, :, None].expand(t1 - t0, B, 1))
+            torch.sub(x, mc[:, :, None], out=part).exp_()
+        blank_em = part.gather(2, blank_col[None, :, None].expand(t1 - t0, B, 1))
         E[t0:t1, :B, K + 1] = torch.where(real, blank_em[:, :, 0], one)
         if t1 > min_len:
-            out.masked_fill_(~real[:, :, None], zero)
+            part.masked_fill_(~real[:, :, None], zero)
         E[t0:t1, :B, K] = zero
     return E, m
 
 
-def _joint_loop(
-    E: Tensor, prob: Problem, log_space: bool
-) -> tuple[list[Tensor], Tensor]:
-    """Run the forward and reversed recursions together, meeting in the middle.
+def _run_loop(
+    lp: Tensor, prob: Problem, in_lens_d: Tensor, min_len: int, log_space: bool
+) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+    """The emission table and the frame loop (:mod:`asr.ctc.frames`).
 
-    The recursion state and the stored states are float64 whatever ``E``'s dtype:
-    within one frame the forward variables of far-apart states span hundreds of nats
-    (float32 ends at e^-87), and the product of a stored state with its partner's must
-    not underflow where the occupancy is large.
-
-    Storage is banded: after ``k + 1`` steps a recursion can only have reached states
-    ``s <= 2k + 1``, so slot ``k`` keeps ``w_k = min(S, 2k + 2)`` states, in the
-    layout of the row that produced them.
-
-    Args:
-        E: ``(T, B, K + 2)`` emission table from :func:`_emission_table`.
+    On CUDA, a padded shape seen before replays a captured graph of the loop on that
+    shape's buffers (the rescaled recursion only: the log-space redo is rare and its
+    batch varies). Anywhere else the loop runs eagerly on buffers of its own.
 
     Returns:
-        ``slots``: ``ceil(T/2)`` float64 tensors ``(B2, w_j)``. Row ``r`` of slot ``j``
-        holds ``alpha_t(s) beta_t(s) / y_t(l'_s)`` (rescaled; its log in log space) in
-        the label order of its partner row ``(r + B) mod B2``: for ``r < B`` frame
-        ``T-1-j`` in reversed order, for ``r >= B`` frame ``j`` in forward order.
-        ``logc``: ``(T, B2)`` float64 log of each step's normaliser (0 in log space).
+        ``(slots, full, c, m)``: the slots (``(B2, w_k)`` views), the full-width ones
+        as one ``(n, B2, S)`` view, the normalisers ``(T, B2, 1)`` and the emission
+        shifts ``(T, B)``.
     """
-    T, B, Kx = E.shape
+    T, B, _ = lp.shape
     B2, S = prob.columns.shape
-    W = S + 2
-    dev, f64 = E.device, torch.float64
-    half = (T + 1) // 2
-    zero = float("-inf") if log_space else 0.0
-    A = torch.full((B2, W), zero, dtype=f64, device=dev)  # state incl. 2 pad columns
-    A[:, 2] = 0.0 if log_space else 1.0  # "before frame 0": all mass on state 0
-    cur, prev1, prev2 = A[:, 2:], A[:, 1:-1], A[:, :-2]
-    pre_buf = torch.full((B2, S + 1), zero, dtype=f64, device=dev)  # col S: "none"
-    pre = pre_buf[:, :S]
-    tmp = torch.empty(B2, S, dtype=f64, device=dev)
-    y = torch.empty(B2, S, dtype=E.dtype, device=dev)  # multiplied into float64
-    rows = torch.empty(2, B, Kx, dtype=E.dtype, device=dev)
-    rows2 = rows.view(B2, Kx)
-    ks = torch.arange(T, device=dev)
-    frames = torch.stack([ks, T - 1 - ks], 1).unbind(0)  # step k: frames k and T-1-k
-    widths = [min(S, 2 * k + 2) for k in range(half)]
-    storage = torch.empty(B2 * sum(widths), dtype=f64, device=dev)
-    slots = list(storage.split([B2 * w for w in widths]))
-    slots = [x.view(B2, w) for x, w in zip(slots, widths, strict=True)]
-    c = torch.ones(T, B2, 1, dtype=f64, device=dev)
-    c_rows = c.unbind(0)
-    swap = torch.arange(B2, device=dev).roll(B)
-    skip = prob.skip
-    log_skip = torch.log(skip)  # 0 or -inf
-    columns, meet_index = prob.columns, prob.meet_index
-    for k in range(T):
-        torch.index_select(E, 0, frames[k], out=rows)  # (2, B, K+2): both directions
-        torch.gather(rows2, 1, columns, out=y)  # (B2, S)
-        if log_space:
-            torch.logaddexp(cur, prev1, out=pre)
-            torch.add(prev2, log_skip, out=tmp)
-            torch.logaddexp(pre, tmp, out=pre)
-            torch.add(pre, y, out=cur)
-        else:
-            torch.add(cur, prev1, out=pre)
-            pre.addcmul_(prev2, skip)
-            torch.mul(pre, y, out=cur)
-            if k % _RESCALE_EVERY == _RESCALE_EVERY - 1 or k == half - 1:
-                # Rescaling every few steps keeps the state far inside float64's
-                # range (a step shrinks it by the sample's emission probabilities,
-                # never grows it more than 3x); a shrink that does underflow is caught
-                # by the check afterwards. Slot half-1 is the largest ever stored.
-                ck = c_rows[k]
-                torch.sum(cur, 1, keepdim=True, out=ck)
-                cur.div_(ck)
-        if k < half:
-            # Keep this step's reachable states for the partner row to meet later.
-            slot = slots[k]
-            torch.index_select(cur[:, : widths[k]], 0, swap, out=slot)
-            if k == T - 1 - k:  # odd T: both directions are at the middle frame now
-                _meet(slot, pre_buf, meet_index, tmp, log_space)
-        else:
-            _meet(slots[T - 1 - k], pre_buf, meet_index, tmp, log_space)
-    return slots, c.squeeze(2).log_()
-
-
-def _meet(
-    slot: Tensor, pre_buf: Tensor, meet_index: Tensor, tmp: Tensor, log_space: bool
-) -> None:
-    """Combine a stored partner state with this step's pre-emission value, in place.
-
-    Args:
-        slot: ``(B2, w)`` stored partner states, in the partner's label order.
-        pre_buf: ``(B2, S + 1)`` this step's pre-emission values; column S is "none".
-    """
-    w = slot.shape[1]
-    own = tmp[:, :w]
-    torch.gather(pre_buf, 1, meet_index[:, :w], out=own)
-    if log_space:
-        slot.add_(own)
+    Kx = prob.classes.shape[1] + 2
+    dev, dt = lp.device, lp.dtype
+    key = (str(dev), dt, T, B, S, Kx)
+    table_args = (lp, prob.classes, prob.blank_col, in_lens_d, min_len)
+    fr = None
+    if not log_space:
+        fr = GRAPHS.frames(
+            key, lambda: Frames.allocate(T, B, S, Kx, dt, dev, False), dev
+        )
+    if fr is not None:
+        _, m = _emission_table(*table_args, False, fr.E)
+        fr.load(prob.columns, prob.skip, prob.meet_index)
+        GRAPHS.run(key, fr, False)
     else:
-        slot.mul_(own)
+        E, m = _emission_table(*table_args, log_space)
+        inputs = {
+            "E": E,
+            "columns": prob.columns,
+            "skip": prob.skip,
+            "meet_index": prob.meet_index,
+        }
+        if log_space:
+            inputs["log_skip"] = torch.log(prob.skip)  # 0 or -inf
+        fr = Frames.allocate(T, B, S, Kx, dt, dev, log_space, inputs)
+        run_frames(fr, log_space)
+    return fr.slots, fr.full, fr.c, m
 
 
 def _atomic_free(device: torch.device) -> bool:
@@ -272,63 +287,92 @@ def _atomic_free(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
-def _fold_labels(occ: Tensor, labels: Tensor, out: Tensor) -> None:
-    """Add label-state occupancies to their classes, deterministically.
+class _ClassFold:
+    """Adds the label-state occupancies of chunks of slots onto their compact classes.
+
+    Several label states share a class where a letter repeats. On the CPU one
+    ``scatter_add_`` adds them in index order. Elsewhere scatter-adds use
+    floating-point atomics, whose order varies from run to run; there the occurrences
+    are added rank by rank instead (every class's first occurrence in a row, then its
+    second, ...), each rank a gather and an indexed write of distinct positions: the
+    same additions in the same order, without atomics. Which position goes where is
+    planned once per call, on the host (:meth:`plan`), from the labels.
 
     Args:
-        occ: ``(N, R, L)`` occupancy of the label states (odd states) of each row.
-        labels: ``(R, L)`` class (column of ``out``) of each label state.
-        out: ``(N, R, K)``, accumulated into.
+        tensors: on the device, the CPU fold's ``(B2, L)`` slot labels, or the
+            atomic-free plan (:meth:`plan`).
+        n_max: the most slots in one chunk.
     """
-    if occ.shape[2] == 0:
-        return
-    if not _atomic_free(out.device):
-        # The CPU scatter kernel adds in index order: deterministic.
-        out.scatter_add_(2, labels[None].expand_as(occ), occ)
-        return
-    _fold_labels_ordered(occ, labels, out)
+
+    def __init__(self, tensors: list[Tensor], atomic_free: bool, n_max: int) -> None:
+        self.index = None
+        self.ranks: list[tuple[Tensor, Tensor]] = []
+        if atomic_free:
+            self.ranks = list(zip(tensors[0::2], tensors[1::2], strict=True))
+        else:
+            (labels,) = tensors
+            self.index = labels[None].expand(n_max, *labels.shape)
+
+    @staticmethod
+    def plan(slot_labels: Tensor, n_labels: Tensor, S: int, K: int) -> list[Tensor]:
+        """The atomic-free plan, on the host: per occurrence rank, the flat position of
+        each label state in a ``(B2 * S)`` slot and of its class in ``(B2 * K)``.
+
+        Args:
+            slot_labels: ``(B2, L)`` compact class of each label state of each slot
+                row (:attr:`Problem.slot_labels`).
+            n_labels: ``(B2,)`` the real labels of each row.
+        """
+        R, L = slot_labels.shape
+        pos = torch.arange(L)
+        real = pos[None, :] < n_labels[:, None]  # (R, L)
+        label = torch.where(real, slot_labels, K)  # padding sorts last
+        # Occurrence rank of each position: positions sorted by (class, position),
+        # minus the start of their class's run.
+        order = (label * L + pos[None, :]).argsort(1)
+        in_order = label.gather(1, order)
+        starts = torch.ones_like(real)
+        starts[:, 1:] = in_order[:, 1:] != in_order[:, :-1]
+        run_start = torch.where(starts, pos[None, :], 0).cummax(1).values
+        rank = torch.empty_like(order).scatter_(1, order, pos[None, :] - run_start)
+        n_ranks = int(rank[real].max()) + 1 if bool(real.any()) else 0
+        out = []
+        for q in range(n_ranks):
+            rr, ii = (real & (rank == q)).nonzero(as_tuple=True)
+            out.append(rr * S + 2 * ii + 1)  # label state 2i+1 of row rr
+            out.append(rr * K + slot_labels[rr, ii])  # its class
+        return out
+
+    def __call__(self, g: Tensor, part: Tensor) -> None:
+        """Add ``g``'s label states into ``part``.
+
+        Args:
+            g: ``(n, B2, S)`` contiguous occupancies of ``n`` slots.
+            part: ``(n, B2, K)`` contiguous, 0 at every label class.
+        """
+        n = g.shape[0]
+        if self.index is not None:
+            index = self.index if n == self.index.shape[0] else self.index[:n]
+            part.scatter_add_(2, index, g[:, :, 1::2])
+            return
+        flat_g, flat_part = g.view(n, -1), part.view(n, -1)
+        for q, (src, dst) in enumerate(self.ranks):
+            x = flat_g.index_select(1, src)
+            if q:
+                x = flat_part.index_select(1, dst).add_(x)
+            flat_part.index_copy_(1, dst, x)
 
 
-def _fold_labels_ordered(occ: Tensor, labels: Tensor, out: Tensor) -> None:
-    """Atomic-free fold for devices whose scatter-add order is not fixed (CUDA).
-
-    Each label's occurrences within a row are summed in position order into its first
-    occurrence, then every distinct (row, class) is written exactly once.
-    """
-    R, L = labels.shape
-    same = labels[:, :, None] == labels[:, None, :]  # (R, L, L)
-    earlier = torch.tril(torch.ones(L, L, dtype=torch.bool, device=labels.device), -1)
-    first = ~(same & earlier[None]).any(2)  # (R, L): no earlier equal label
-    pos = torch.arange(L, device=labels.device)
-    # For each first occurrence, the positions of all its occurrences, padded with L.
-    members = torch.where(same & first[:, :, None], pos[None, None, :], L)
-    members = members.sort(2).values  # (R, L, L)
-    n_rank = int((members < L).sum(2).max())
-    padded = torch.cat([occ, occ.new_zeros(occ.shape[0], R, 1)], 2)  # index L -> 0
-    total = padded.gather(2, members[:, :, 0][None].expand_as(occ))
-    for r in range(1, n_rank):
-        total = total + padded.gather(2, members[:, :, r][None].expand_as(occ))
-    rr, ii = first.nonzero(as_tuple=True)
-    out[:, rr, labels[rr, ii]] += total[:, rr, ii]
-
-
-def _slot_chunk(
-    slots: list[Tensor], j0: int, j1: int, buf: Tensor, empty: float
-) -> Tensor:
-    """Slots ``j0..j1-1`` as one ``(n, B2, S)`` tensor, a view where widths allow.
-
-    Narrower slots are copied into ``buf`` (``(chunk, B2, S)``); states past a slot's
-    width were unreachable and read as ``empty``.
-    """
-    n, S = j1 - j0, buf.shape[2]
-    first = slots[j0]
-    if first.shape[1] == S:  # widths only grow: the whole chunk is full width
-        return first.as_strided((n, *first.shape), (first.numel(), S, 1))
-    out = buf[:n]
-    out.fill_(empty)
-    for i, j in enumerate(range(j0, j1)):
-        out[i, :, : slots[j].shape[1]] = slots[j]
-    return out
+def _pad_slots(slots: list[Tensor], scratch: Tensor, empty: float) -> Tensor:
+    """Narrow slots ``(B2, w)`` copied into ``scratch`` padded to full width ``S``
+    with ``empty`` (states past a slot's width were unreachable): ``(n, B2, S)``."""
+    g = scratch[: len(slots)]
+    g.fill_(empty)
+    B2, S = g.shape[1:]
+    base = g.storage_offset()
+    for i, slot in enumerate(slots):
+        g.as_strided(slot.shape, (S, 1), base + i * B2 * S).copy_(slot)
+    return g
 
 
 def forward_backward(
@@ -345,6 +389,7 @@ def forward_backward(
 
     Args:
         lp: ``(T, B, C)`` log-probabilities in the compute dtype.
+        padded, in_lens, tg_lens: host tensors (``(B, L)``, ``(B,)``, ``(B,)``).
     Returns:
         ``(nll (B,), occ (T, B, K) or None, ok (B,) bool)``: ``occ`` over the compact
         classes of :func:`sample_classes`; ``ok`` is False where the rescaled
@@ -355,15 +400,23 @@ def forward_backward(
     min_len = int(in_lens.min())
     if table is None:
         table = sample_classes(padded, tg_lens, blank, C)
-    prob = build_problem(padded, tg_lens, blank, table, dev)
-    K = prob.classes.shape[1]
-    blank_col = (prob.classes == blank).int().argmax(1)  # (B,) first blank column
-    E, m = _emission_table(lp, prob.classes, blank_col, in_lens, log_space)
-    slots, logc = _joint_loop(E, prob, log_space)
-    del E
-    half, lower = (T + 1) // 2, T // 2
+    K = table[0].shape[1]
+    prob = build_problem(padded, tg_lens, blank, table)
     B2, S = prob.columns.shape
-    in_lens_d = in_lens.to(dev)
+    atomic_free = _atomic_free(dev)
+    fold_host = []
+    if need_grad:
+        n_labels = tg_lens.repeat(2)
+        fold_host = (
+            _ClassFold.plan(prob.slot_labels, n_labels, S, K)
+            if atomic_free
+            else [prob.slot_labels]
+        )
+    # Everything decided on the host goes to the device in one copy.
+    prob, (in_lens_d, tg_lens_d, *fold_d) = prob.to(dev, in_lens, tg_lens, *fold_host)
+    slots, full, c, m = _run_loop(lp, prob, in_lens_d, min_len, log_space)
+    logc = c.squeeze(2).log_()  # (T, B2)
+    half, lower = (T + 1) // 2, T // 2
     # The frame each (slot j, row r) describes: row r < B frame T-1-j, else frame j.
     j = torch.arange(half, device=dev)
     t_of = torch.cat(
@@ -372,29 +425,23 @@ def forward_backward(
     # Rows < B of the middle slot (odd T) duplicate rows >= B: use one of them.
     use = t_of < in_lens_d.repeat(2)[None, :]
     use[:, :B] &= (j < lower)[:, None]
-    # Label order of each slot row is its partner's: rows < B reversed, rows >= B
-    # forward; compact class of each state in that order.
-    compact = prob.compact.roll(B, 0)
-    lab = compact[:, 1::2]
-    blank_of = blank_col.repeat(2)
     # Every frame's occupancy is written exactly once below (frame t < ceil(T/2) by
     # rows >= B of slot t, the others by rows < B of slot T-1-t).
     occ = torch.empty(T, B, K, dtype=dt, device=dev) if need_grad else None
     log_d = torch.empty(half, B2, dtype=torch.float64, device=dev)
-    chunk = _chunk(B2 * K * 8)  # the float64 class fold of one slot
+    chunk = _chunk(B2 * K * 8, dev)  # the float64 class fold of one slot
     n_max = min(chunk, half)
-    # Narrow (banded) slots are padded to full width in a small reused buffer.
-    buf = torch.empty(min(4, half), B2, S, dtype=torch.float64, device=dev)
-    g = buf
-    part_buf = torch.empty(n_max, B2, K, dtype=torch.float64, device=dev)
     empty = float("-inf") if log_space else 0.0
-    j0 = 0
-    while j0 < half:
-        full = slots[j0].shape[1] == S
-        j1 = min(half, j0 + (chunk if full else buf.shape[0]))
-        if not full:  # stop at the first full-width slot: the rest is a view
-            j1 = next((j for j in range(j0, j1) if slots[j].shape[1] == S), j1)
-        g = _slot_chunk(slots, j0, j1, buf, empty)  # (n, B2, S) float64, ours to change
+    if need_grad:
+        part_buf = torch.empty(n_max, B2, K, dtype=torch.float64, device=dev)
+        blank_index = prob.blank_col.repeat(2)[None, :, None].expand(n_max, B2, 1)
+        fold = _ClassFold(fold_d, atomic_free, n_max)
+        unused = None  # (~use)[:, :, None], made where a chunk needs it
+
+    def occupancy(j0: int, j1: int, g: Tensor) -> None:
+        """Slots ``j0..j1-1`` as ``g`` ``(n, B2, S)`` float64 (ours to change):
+        their log-normalisers, and their occupancies folded onto classes."""
+        nonlocal unused
         if log_space:
             mx = g.amax(2)
             g.sub_(mx[:, :, None]).exp_()
@@ -402,29 +449,50 @@ def forward_backward(
             log_d[j0:j1] = mx + d.log()
         else:
             d = g.sum(2)
-            log_d[j0:j1] = d.log()
+            torch.log(d, out=log_d[j0:j1])
         if occ is None:
-            j0 = j1
-            continue
+            return
         # Occupancy gamma = G / D, zero off real frames, folded onto compact classes.
         g.div_(d[:, :, None])  # gamma
         # Rows < B describe frames T-1-j, rows >= B frames j: all real unless a frame
         # lies past the shortest input (decided on the host, no device sync).
-        if T - j1 >= min_len or (T % 2 and j1 > lower):
-            g.masked_fill_(~use[j0:j1, :, None], 0.0)
-        part = part_buf[: j1 - j0].zero_()
-        part.scatter_(
-            2,
-            blank_of[None, :, None].expand(j1 - j0, B2, 1),
-            g[:, :, 0::2].sum(2, keepdim=True),
-        )
-        _fold_labels(g[:, :, 1::2], lab, part)
+        if T - 1 - j0 >= min_len or (T % 2 and j1 > lower):
+            if unused is None:
+                unused = (~use)[:, :, None]
+            g.masked_fill_(unused[j0:j1], 0.0)
+        n = j1 - j0
+        part = part_buf if n == n_max else part_buf[:n]
+        part.zero_()
+        index = blank_index if n == n_max else blank_index[:n]
+        part.scatter_(2, index, g[:, :, 0::2].sum(2, keepdim=True))
+        fold(g, part)
         occ[j0:j1] = part[:, B:]  # rows >= B: frame j
         f1 = min(j1, lower)
         if j0 < f1:  # rows < B: frame T-1-j
             occ[T - f1 : T - j0] = part[: f1 - j0, :B].flip(0)
-        j0 = j1
-    del slots, g, buf, part_buf  # the storage goes before the gradient arrives
+
+    # Full-width slots first: they are views. Then the narrow (banded) ones, padded
+    # to full width in the space of full-width slots already done (no extra memory),
+    # or in a small buffer where no slot is full width.
+    n_full = full.shape[0]
+    n_narrow = half - n_full
+    for j0 in range(n_narrow, half, chunk):
+        j1 = min(half, j0 + chunk)
+        occupancy(j0, j1, full[j0 - n_narrow : j1 - n_narrow])
+    if n_narrow:
+        step = chunk if _launch_bound(dev) else _NARROW_CHUNK
+        if n_full:
+            scratch, step = full, min(step, n_full)
+        else:
+            step = min(_NARROW_CHUNK, n_narrow)
+            scratch = torch.empty(step, B2, S, dtype=torch.float64, device=dev)
+        for j0 in range(0, n_narrow, step):
+            j1 = min(n_narrow, j0 + step)
+            occupancy(j0, j1, _pad_slots(slots[j0:j1], scratch, empty))
+        del scratch
+    del slots, full  # the storage goes before the gradient arrives
+    if need_grad:
+        del part_buf, fold
 
     if log_space:
         est = log_d
@@ -452,7 +520,7 @@ def forward_backward(
         ok = torch.isfinite(logP) & (worst <= tol)
     # No frames: P = 1 for an empty target, else 0 (the loop above read nothing real).
     no_frames = in_lens_d == 0
-    empty_target = tg_lens.to(dev) == 0
+    empty_target = tg_lens_d == 0
     nll = torch.where(no_frames, torch.where(empty_target, 0.0, float("inf")), nll)
     ok = ok | no_frames
     return nll, occ, ok
@@ -464,7 +532,7 @@ def gradient(
     classes: Tensor,
     in_lens: Tensor,
     weight: Tensor,
-    dead: Tensor,
+    dead: Tensor | None,
     zero_infinity: bool,
 ) -> Tensor:
     """Torch's convention: ``weight_b * (exp(lp) - occupancy)`` on real frames, else 0.
@@ -472,35 +540,45 @@ def gradient(
     Args:
         lp: ``(T, B, C)`` log-probabilities in the compute dtype.
         occ: ``(T, B, K)`` occupancy of each sample's compact classes.
-        classes: ``(B, K)`` the class of each compact column, from
+        classes: ``(B, K)`` host, the class of each compact column, from
             :func:`sample_classes`.
+        in_lens: ``(B,)`` host.
         weight: ``(B,)`` upstream gradient of each sample's loss.
-        dead: ``(B,)`` samples whose loss is infinite: 0 with ``zero_infinity``,
-            otherwise NaN on their real frames, as torch gives.
+        dead: ``(B,)`` on ``lp``'s device, samples whose loss is infinite: 0 with
+            ``zero_infinity``,
+            otherwise NaN on their real frames, as torch gives; None where the host
+            knows there are none.
     """
     T, B, _ = lp.shape
     K = classes.shape[1]
     dev = lp.device
     grad = torch.exp(lp)
-    if not _atomic_free(dev):
-        # The CPU scatter adds in index order: deterministic.
-        grad.scatter_add_(2, classes[None].expand(T, B, K), -occ)
-    else:
+    atomic_free = _atomic_free(dev)
+    if atomic_free:
         # Each (sample, class) pair that carries occupancy is a distinct (b, c): a
-        # plain indexed write, no floating-point atomics.
+        # plain indexed write, no floating-point atomics. Planned on the host.
         first = torch.ones_like(classes, dtype=torch.bool)
         first[:, 1:] = classes[:, 1:] != classes[:, :-1]  # ascending, padding repeats
         bb, ii = first.nonzero(as_tuple=True)
-        cc = classes[bb, ii]
-        for t0 in range(0, T, _CHUNK):
-            t1 = min(T, t0 + _CHUNK)
+        plan = [bb, ii, classes[bb, ii]]
+    else:
+        plan = [classes]
+    in_lens_d, *plan = to_device([in_lens, *plan], dev)
+    if not atomic_free:
+        # The CPU scatter adds in index order: deterministic.
+        grad.scatter_add_(2, plan[0][None].expand(T, B, K), -occ)
+    else:
+        bb, ii, cc = plan
+        step = _chunk(bb.numel() * occ.element_size(), dev)
+        for t0 in range(0, T, step):
+            t1 = min(T, t0 + step)
             g = grad[t0:t1]
             g[:, bb, cc] -= occ[t0:t1, bb, ii]
     grad.mul_(weight.to(grad.dtype)[None, :, None])
-    if dead.any():
+    if dead is not None:
         fill = 0.0 if zero_infinity else float("nan")
-        grad.masked_fill_(dead.to(dev)[None, :, None], fill)
+        grad.masked_fill_(dead[None, :, None], fill)
     if int(in_lens.min()) < T:
-        frame_ok = torch.arange(T, device=dev)[:, None] < in_lens.to(dev)[None, :]
+        frame_ok = torch.arange(T, device=dev)[:, None] < in_lens_d[None, :]
         grad.masked_fill_(~frame_ok[:, :, None], 0.0)
     return grad
