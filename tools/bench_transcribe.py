@@ -230,6 +230,12 @@ def main() -> None:
         action="store_true",
         help="with --lm: only the table of ours vs pyctcdecode",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads with --stock-only (default 1, as asr transcribe)",
+    )
     parser.add_argument("--long-seconds", type=float, default=300.0)
     parser.add_argument("--batch-seconds", type=float, default=300.0)
     args = parser.parse_args()
@@ -251,6 +257,7 @@ def main() -> None:
         refs = [normalize(read_manifest(args.inputs[0])[i].text) for i in picked]
     rec = load_model(args.checkpoint)
     if args.stock_only:
+        torch.set_num_threads(args.threads)
         print(
             f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, "
             f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
