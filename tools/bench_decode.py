@@ -11,8 +11,10 @@ decoding time of
   (:class:`StockDecoder`: ``build_ctcdecoder`` + ``decode_beams``, or
   ``decode_beams_batch`` over a fork pool of ``--workers``), with the same LM,
   alpha, beta, beam, pruning and unknown-word offset, words with times and
-  confidences made by the same code as ours. Besides WER and time, it says how
-  many texts (and words with their times and confidences) are identical to ours;
+  confidences made by the same code as ours. Ours runs the same search, so this
+  measures what our wrapper costs or saves (its pool hands out the longest
+  utterances first, one at a time); besides WER and time it says how many texts
+  (and words with their times and confidences) are identical to ours;
 - flashlight (``--peers flashlight``): torchaudio's ``ctc_decoder`` (pip
   ``flashlight-text``; ``make bench`` installs it), single-threaded, in lexicon
   mode (the lexicon is the LM's unigram list, words spelled with our characters
@@ -41,11 +43,11 @@ lexicon-free mode scores every *character* as an LM token, so with a word LM it 
 not the same model at all (reported for information). Without an LM, both are
 plain prefix beam searches (ours vs flashlight lexicon-free with no LM).
 
-Timing: each round builds fresh decoders (untimed: ours memoizes KenLM scores
-across utterances, so a decoder reused for a second pass over the same set would
-be flattered), then each decodes the whole set, the decoders alternating in one
-process, their order rotating every round (the machine is shared and noisy). We
-report the median time and the median of the per-round ratios of each pair.
+Timing: each round builds fresh decoders (untimed, so no state carried over from
+an earlier pass can flatter one), then each decodes the whole set, the decoders
+alternating in one process, their order rotating every round (the machine is
+shared and noisy). We report the median time and the median of the per-round
+ratios of each pair.
 
     python tools/bench_decode.py --checkpoint exp/demo/model.ckpt \\
         --manifest data/synthetic/test.jsonl --lm-corpus data/synthetic/train.jsonl \\
@@ -236,16 +238,18 @@ def lm_for(args: argparse.Namespace) -> Path:
 
 def our_candidates(lps: list[np.ndarray], token_min_logp: float) -> list[np.ndarray]:
     """The log-probs with every class ours does not expand at a frame (below
-    ``token_min_logp`` and not the argmax, after pyctcdecode's log-softmax) set to
-    -1e4: flashlight given exactly our per-frame candidates."""
+    ``token_min_logp`` and not the argmax, after pyctcdecode's log-softmax and
+    clipping at its MIN_TOKEN_CLIP_P) set to -1e4: flashlight given exactly our
+    per-frame candidates."""
+    from pyctcdecode.constants import MIN_TOKEN_CLIP_P
     from pyctcdecode.decoder import _log_softmax
-
-    from asr.decoding import _MIN_LOGP, _candidates
 
     out = []
     for x in lps:
-        lp = np.clip(_log_softmax(x.astype(np.float64), axis=1), _MIN_LOGP, 0)
-        keep = _candidates(lp, token_min_logp)
+        lp = _log_softmax(x.astype(np.float64), axis=1)
+        lp = np.clip(lp, math.log(MIN_TOKEN_CLIP_P), 0)
+        keep = lp >= token_min_logp
+        keep[np.arange(len(lp)), lp.argmax(axis=1)] = True
         out.append(np.where(keep, x, -1e4).astype(np.float32))
     return out
 
