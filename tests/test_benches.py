@@ -139,7 +139,7 @@ def test_bench_transcribe_prints_its_three_tables(
     done = run_tool(
         "bench_transcribe.py", "--checkpoint", str(fitted_checkpoint),
         "--inputs", str(espeak_manifests["dev"]), "--limit", "4", "--rounds", "1",
-        "--long-seconds", "8", "--lm", str(tiny_lm),
+        "--long-seconds", "8", "--lm", str(tiny_lm), "--beam-widths", "4", "8",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -171,6 +171,20 @@ def test_bench_transcribe_prints_its_three_tables(
         assert float(cells[1]) > 0 and float(cells[2]) > 0, cells
     for cells in processes[1:]:  # transcribing loads torch and the model
         assert float(cells[2]) > 100, cells
+    # Ours vs stock pyctcdecode, end to end: times, WERs, identical texts, ratio.
+    stock = [r for r in table_rows(out, "") if len(r) == 9 and r[0] != "beam"]
+    assert [r[0] for r in stock] == ["4", "8"], out
+    for cells in stock:
+        assert all(re.fullmatch(NUMBER, c) for c in cells[:7] + cells[8:]), cells
+        assert cells[7] == "4/4", cells
+    assert re.search(
+        rf"fresh process .*: ours {NUMBER} s, pyctcdecode {NUMBER} s", out
+    ), out
+
+
+def test_bench_transcribe_stock_only_needs_an_lm():
+    done = run_tool("bench_transcribe.py", "--stock-only")
+    assert done.returncode == 1 and "give --lm" in done.stderr, done.stderr
 
 
 def test_bench_memory_rows_and_a_failed_run_fails(fitted_checkpoint, tmp_path):
@@ -214,7 +228,8 @@ def test_bench_decode_against_flashlight(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert re.search(rf"Greedy .* WER {NUMBER}%", done.stdout), done.stdout
-    pairs = [r for r in table_rows(done.stdout, "") if len(r) == 10 and r[0] != "beam"]
+    rows = [r for r in table_rows(done.stdout, "") if len(r) == 10 and r[0] != "beam"]
+    pairs = [r for r in rows if r[5].startswith("flashlight")]  # not pyctcdecode's
     assert [(r[0], r[1], r[5]) for r in pairs] == [
         (beam, ours, theirs)
         for beam in ("4", "8")
@@ -227,3 +242,29 @@ def test_bench_decode_against_flashlight(
     ], done.stdout
     for cells in pairs:  # WERs of both, times of both, their ratio
         assert all(re.fullmatch(NUMBER, cells[i]) for i in (3, 4, 7, 8, 9)), cells
+
+
+def test_bench_decode_against_stock_pyctcdecode(
+    fitted_checkpoint, espeak_manifests, tiny_lm, tmp_path
+):
+    done = run_tool(
+        "bench_decode.py", "--checkpoint", str(fitted_checkpoint),
+        "--manifest", str(espeak_manifests["dev"]), "--lm", str(tiny_lm),
+        "--beam-widths", "4", "8", "--rounds", "1", "--alpha", "0.5", "--beta", "1.0",
+        "--work-dir", str(tmp_path), "--peers", "pyctcdecode",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "flashlight" not in done.stdout.replace("flashlight-text", "")
+    pairs = [r for r in table_rows(done.stdout, "") if len(r) == 10 and r[0] != "beam"]
+    assert [(r[0], r[1], r[4]) for r in pairs] == [
+        (beam, ours, theirs)
+        for beam in ("4", "8")
+        for ours, theirs in (
+            ("ours + LM", "pyctcdecode + LM"),
+            ("ours + LM, pool", "pyctcdecode + LM, pool"),
+            ("ours, no LM", "pyctcdecode, no LM"),
+        )
+    ], done.stdout
+    for cells in pairs:  # WERs and times of both, their ratio; pyctcdecode's search
+        assert all(re.fullmatch(NUMBER, cells[i]) for i in (2, 3, 5, 6, 9)), cells
+        assert cells[7] == cells[8] == "6/6", cells  # same texts, words and times

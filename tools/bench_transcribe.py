@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark ``asr transcribe``: real-time factor, intra-op threads, peak memory.
 
-Three tables, in markdown:
+Three tables, in markdown, and with ``--lm`` a fourth:
 
 1. Threads: the same transcription (reading, features, model, greedy decoding) with
    ``torch.set_num_threads(1)`` and ``(2)``, alternated in one process after a warm-up
@@ -13,18 +13,31 @@ Three tables, in markdown:
    compute seconds / audio seconds, "x RT" its inverse.
 3. The command itself, one process per row: wall time (start-up and model loading
    included) and peak RSS (``ru_maxrss`` of the child).
+4. Our beam search against stock pyctcdecode, end to end (audio files in, texts
+   out: reading, features, model, decoding, as ``asr transcribe --lm LM
+   --beam-width B`` runs them), at each of ``--beam-widths``: ours is
+   :func:`asr.decoding.make_decoder`'s (the checkpoint's ``decoder.json``
+   settings, the beam overridden), the peer bench_decode's ``StockDecoder``
+   (``build_ctcdecoder`` + ``decode_beams_batch`` over a fork pool as many workers
+   as ours) with the same settings. Fresh transcribers each round (untimed), the
+   two alternating after a warm-up run of each; time and ratio are medians over
+   rounds. With a manifest, WER of each and how many texts are identical. Then the
+   first decode in a fresh process (decoder built, one utterance decoded: LM
+   loading, and for ours loading the compiled kernel), for each.
 
     python tools/bench_transcribe.py [--checkpoint exp/demo/model.ckpt]
         [--inputs data/synthetic/test.jsonl] [--limit 100] [--rounds 3]
-        [--lm lm.bin] [--long-seconds 300]
+        [--lm lm.bin [--beam-widths 8 32 100] [--stock-only]] [--long-seconds 300]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,17 +51,21 @@ ROOT = Path(__file__).resolve().parent.parent
 # Longer files are not also run in one pass (its memory grows with the length).
 ONE_PASS_LIMIT = 600.0
 sys.path.insert(0, str(ROOT))
-from bench_memory import child as run_asr  # noqa: E402  (tools/ is on sys.path)
+from bench_decode import StockDecoder  # noqa: E402  (tools/ is on sys.path)
+from bench_memory import child as run_asr  # noqa: E402
 
 import asr.decoding  # noqa: E402
 from asr.audio import load_audio  # noqa: E402
-from asr.inference import load_model  # noqa: E402
+from asr.decoding import make_decoder, resolve_decoder_settings  # noqa: E402
+from asr.inference import Recognizer, load_model  # noqa: E402
+from asr.manifest import read_manifest  # noqa: E402
+from asr.metrics import error_rates  # noqa: E402
+from asr.text import normalize  # noqa: E402
 from asr.transcribe import (  # noqa: E402
     Source,
     Transcriber,
     Transcript,
     collect_sources,
-    make_decoder,
 )
 
 
@@ -83,6 +100,112 @@ def child(argv: list[str]) -> tuple[float, float, int]:
     return wall, rss, status
 
 
+def beam_arms(
+    rec: Recognizer, args: argparse.Namespace, beam: int
+) -> dict[str, Transcriber]:
+    """Ours (as ``asr transcribe --lm --beam-width`` builds it) and stock
+    pyctcdecode with the same settings and workers, each in a fresh transcriber."""
+    ours = make_decoder(rec.tokenizer.vocab, args.checkpoint, args.lm, beam_width=beam)
+    settings = resolve_decoder_settings(args.checkpoint, args.lm, beam_width=beam)
+    workers = ours.workers  # type: ignore[attr-defined]
+    stock = StockDecoder(list(rec.tokenizer.vocab), workers=workers, **settings)
+    return {
+        name: Transcriber(rec, decoder, batch_seconds=args.batch_seconds)
+        for name, decoder in (("ours", ours), ("pyctcdecode", stock))
+    }
+
+
+# One decoder built and one utterance decoded in a fresh process: argv is the arm,
+# the checkpoint, the LM, the beam and an .npy of log-probs; prints the seconds.
+_FIRST_DECODE = """
+import sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+arm, ckpt, lm, beam, npy = sys.argv[2:]
+from bench_decode import StockDecoder
+from asr.decoding import build_decoder, resolve_decoder_settings
+from asr.text import VOCAB
+x = np.load(npy)
+settings = resolve_decoder_settings(ckpt, lm, beam_width=int(beam))
+start = time.perf_counter()
+build = StockDecoder if arm == "pyctcdecode" else build_decoder
+build(list(VOCAB), **settings).decode(x, 0.03)
+print(time.perf_counter() - start)
+"""
+
+
+def first_decode(arm: str, args: argparse.Namespace, beam: int, npy: Path) -> float:
+    """Seconds to build the decoder and decode one utterance in a fresh process."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_DECODE, str(ROOT / "tools"), arm,
+         str(args.checkpoint), str(args.lm), str(beam), str(npy)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(done.stdout.split()[-1])
+
+
+def versus_stock(
+    rec: Recognizer,
+    sources: list[Source],
+    refs: list[str] | None,
+    args: argparse.Namespace,
+) -> None:
+    """Table 4: ours vs stock pyctcdecode, end to end, at each beam."""
+    print(
+        "\n| beam | ours wall s | ours decoding s | ours WER % | pyctcdecode wall s "
+        "| pyctcdecode decoding s | pyctcdecode WER % | same texts "
+        "| wall pyctcdecode / ours |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    names = ("ours", "pyctcdecode")
+    for beam in args.beam_widths:
+        for t in beam_arms(rec, args, beam).values():  # warm-up
+            timed(t, sources)
+        walls: dict[str, list[float]] = {k: [] for k in names}
+        decoding: dict[str, list[float]] = {k: [] for k in names}
+        texts: dict[str, list[str]] = {}
+        for r in range(args.rounds):
+            arms = beam_arms(rec, args, beam)
+            for name in names if r % 2 == 0 else names[::-1]:
+                start = time.perf_counter()
+                results = arms[name].transcribe(sources)
+                walls[name].append(time.perf_counter() - start)
+                decoding[name].append(arms[name].stats["decode_seconds"])
+                failed = [x for x in results if not isinstance(x, Transcript)]
+                assert not failed, failed[:3]
+                texts.setdefault(name, [x.text for x in results])  # type: ignore[union-attr]
+        ratio = statistics.median(
+            a / b for a, b in zip(walls["pyctcdecode"], walls["ours"], strict=True)
+        )
+        cells = [str(beam)]
+        for name in names:
+            wer = "n/a"
+            if refs is not None:
+                wer = f"{100 * error_rates(refs, texts[name])[0].rate:.2f}"
+            cells += [
+                f"{statistics.median(walls[name]):.2f}",
+                f"{statistics.median(decoding[name]):.2f}",
+                wer,
+            ]
+        same = sum(a == b for a, b in zip(*texts.values(), strict=True))
+        cells += [f"{same}/{len(sources)}", f"{ratio:.2f}"]
+        print("| " + " | ".join(cells) + " |", flush=True)
+    # The first decode in a fresh process, on the longest utterance's log-probs.
+    longest = max(sources, key=lambda s: s.duration or 0.0)
+    wave = load_audio(longest.path, rec.sample_rate, longest.offset, longest.duration)
+    lp, n = rec.log_probs(wave[None], torch.tensor([len(wave)]))  # (T, 1, V)
+    npy = Path(tempfile.mkdtemp(prefix="bench_transcribe.")) / "lp.npy"
+    np.save(npy, lp[: int(n[0]), 0].float().numpy())
+    beam = args.beam_widths[0]
+    print(
+        f"\nFirst decode in a fresh process (decoder built, one utterance decoded, "
+        f"beam {beam}): "
+        + ", ".join(
+            f"{arm} {first_decode(arm, args, beam, npy):.2f} s" for arm in names
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--checkpoint", default="exp/demo/model.ckpt")
@@ -91,10 +214,33 @@ def main() -> None:
         "--limit", type=int, default=100, help="N files, spread evenly over the inputs"
     )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--lm", help="KenLM model: adds a beam-search row")
+    parser.add_argument(
+        "--lm", help="KenLM model: adds a beam-search row, and ours vs pyctcdecode"
+    )
+    parser.add_argument(
+        "--beam-widths",
+        type=int,
+        nargs="+",
+        default=[8, 32, 100],
+        help="beams of ours vs pyctcdecode",
+    )
+    parser.add_argument(
+        "--stock-only",
+        action="store_true",
+        help="with --lm: only the table of ours vs pyctcdecode",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads with --stock-only (default 1, as asr transcribe)",
+    )
     parser.add_argument("--long-seconds", type=float, default=300.0)
     parser.add_argument("--batch-seconds", type=float, default=300.0)
     args = parser.parse_args()
+    logging.getLogger("pyctcdecode").setLevel(logging.ERROR)  # "only N unigrams"
+    if args.stock_only and not args.lm:
+        sys.exit("--stock-only compares beam searches: give --lm")
 
     sources, failures = collect_sources(args.inputs)
     if failures:
@@ -105,7 +251,19 @@ def main() -> None:
     n = min(args.limit, len(sources))
     picked = [i * len(sources) // n for i in range(n)]
     sources = [sources[i] for i in picked]
+    refs = None
+    if len(args.inputs) == 1 and args.inputs[0].endswith(".jsonl"):
+        refs = [normalize(read_manifest(args.inputs[0])[i].text) for i in picked]
     rec = load_model(args.checkpoint)
+    if args.stock_only:
+        torch.set_num_threads(args.threads)
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
+            f"{args.checkpoint}, {len(sources)} files of {args.inputs}"
+        )
+        versus_stock(rec, sources, refs, args)
+        return
     greedy = Transcriber(
         rec, make_decoder(rec.tokenizer.vocab), batch_seconds=args.batch_seconds
     )
@@ -228,6 +386,8 @@ def main() -> None:
         print(f"| {label}{note} | {wall:.2f} | {rss:.0f} |", flush=True)
     if failed:  # a row of a failed run measures nothing: say so in the exit status
         sys.exit(f"{failed} run(s) of asr transcribe failed (their errors above)")
+    if args.lm and have_beam:
+        versus_stock(rec, sources, refs, args)
 
 
 if __name__ == "__main__":
