@@ -30,6 +30,7 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -330,6 +331,9 @@ _WORKER_DECODER: BeamSearchDecoder | None = None
 def _init_worker(decoder: BeamSearchDecoder) -> None:
     global _WORKER_DECODER
     _WORKER_DECODER = decoder
+    # Ctrl-C reaches the whole process group: the parent reports it in one line and
+    # ends the pool; a worker's own KeyboardInterrupt would print a traceback each.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _worker_decode(job: tuple[np.ndarray, float]) -> Hypothesis:

@@ -246,3 +246,46 @@ def test_a_missing_lm_is_named_as_such(train, fitted_checkpoint, tmp_path, capsy
     assert code == 1
     assert f"{missing}: no such language model file" in err, err
     assert "decoder.json" not in err
+
+
+def test_ctrl_c_on_the_command_is_one_line(train, fitted_checkpoint, tmp_path):
+    """A real SIGINT to a running `asr transcribe`: exit 130, one line, no
+    traceback, and the files already written stay."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    inputs = []
+    for i in range(40):
+        inputs.append(tmp_path / f"in{i:02d}.wav")
+        shutil.copy(train[i % len(train)].audio_filepath, inputs[-1])
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asr", "transcribe", *map(str, inputs),
+         *ckpt(fitted_checkpoint), "--batch-seconds", "2", "-o", f"{out}/"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.iterdir())):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("asr transcribe: interrupted"), err
+    assert 1 <= len(list(out.iterdir())) < 40
+
+
+def test_decoding_workers_leave_ctrl_c_to_the_parent():
+    import signal
+
+    from asr.decoding import _init_worker
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        _init_worker(None)  # type: ignore[arg-type]
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
