@@ -99,8 +99,15 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -> None:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes | memoryview, durable: bool = True
+) -> None:
     """Write ``data`` to ``path`` atomically, creating parent directories.
+
+    ``durable=False`` skips the flushes to the disk (``fsync``): the file is still
+    whole or absent for every reader and after a kill, but a power cut may lose it;
+    for files that are cheap to make again (a generated corpus's thousands of
+    utterances, which a rerun completes).
 
     A reader sees the old file or the new one, never part of one; a kill at any
     moment leaves one of the two; on failure the temporary file is removed and the
@@ -130,7 +137,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -
             except FileNotFoundError:
                 pass
             _write_all(fd, data)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, target)
@@ -142,10 +150,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -
         if isinstance(e, OSError):
             raise write_error(p, e) from e
         raise
-    _fsync_directory(directory)
+    if durable:
+        _fsync_directory(directory)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+def atomic_write_text(
+    path: str | os.PathLike[str], text: str, durable: bool = True
+) -> None:
     """:func:`atomic_write_bytes` of ``text`` in UTF-8 (newlines kept as given).
 
     File names that are not valid UTF-8 reach Python as lone surrogates
@@ -154,7 +165,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     exactly as the file system does."""
     if not isinstance(text, str):
         raise TypeError(f"expected text (str), got {type(text).__name__}")
-    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"), durable)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:

@@ -126,6 +126,10 @@ class LastCheckpoint(Checkpoint):
         # exact resumption. (Trainer.save_checkpoint would write it in place.)
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
         if rank0:
+            # a run killed while writing left its temporary file (asr.atomic names
+            # them .NAME.PID.RANDOM.tmp); nobody else writes this file
+            for stale in path.parent.glob(f".{path.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
             atomic_save(checkpoint, path)
         trainer.strategy.barrier("last_checkpoint")
 

@@ -107,8 +107,20 @@ def fitted_checkpoint(espeak_corpus, espeak_manifests, tmp_path_factory) -> Path
     return save_model(task, path)
 
 
+# Fixtures that generate a corpus or train a model: a test that uses one (directly or
+# through another fixture) is slow, whatever its own body does.
+SLOW_FIXTURES = frozenset(
+    {"espeak_corpus", "fitted_checkpoint", "sturdy_checkpoint", "trained"}
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` run only where a CUDA device is (``make test-cuda``)."""
+    """Tests that use a corpus-making or training fixture are marked ``slow``
+    (``make test-fast`` leaves them out; ``make test`` runs them). Tests marked
+    ``cuda`` run only where a CUDA device is (``make test-cuda``)."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     cuda_tests = [item for item in items if item.get_closest_marker("cuda")]
     if not cuda_tests:
         return

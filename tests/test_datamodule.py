@@ -24,6 +24,7 @@ def manifest(tmp_path, *records: dict | str):
 def bad_manifest(tmp_path):
     t = np.arange(8000) / 16000
     sf.write(tmp_path / "a.wav", 0.3 * np.sin(2 * np.pi * 220 * t), 16000)
+    sf.write(tmp_path / "long.wav", np.zeros(90 * 16000, np.int16), 16000)
     good = {"audio_filepath": "a.wav", "duration": 0.5, "text": "hi", "id": "good"}
     return manifest(
         tmp_path,
@@ -31,7 +32,8 @@ def bad_manifest(tmp_path):
         '{"audio_filepath": "a.wav"',  # 2: invalid JSON
         {**good, "audio_filepath": "missing.wav", "id": "missing"},  # 3
         {**good, "text": "50%", "id": "digits"},  # 4
-        {**good, "duration": 600.0, "id": "hour"},  # 5: over max_batch_seconds
+        # 5: over max_batch_seconds
+        {**good, "audio_filepath": "long.wav", "duration": 90.0, "id": "hour"},
     )
 
 
@@ -44,7 +46,7 @@ def test_problems_stop_training_by_default_and_name_asr_validate(bad_manifest):
     assert message.startswith(f"{bad_manifest}: 5 utterances checked: 1 kept, 4 with")
     for line in (2, 3, 4, 5):
         assert f"{bad_manifest}:{line}: " in message
-    assert "600 s is longer than the limit of 60 s" in message
+    assert "90 s is longer than the limit of 60 s" in message
     assert f"`asr validate {bad_manifest}`" in message
     assert "data.skip_invalid: true" in message
 

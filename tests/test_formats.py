@@ -14,6 +14,7 @@ from asr.decoding import Hypothesis, Word
 from asr.formats import (
     CUE_CHARACTERS,
     CUE_SECONDS,
+    DirectoryWriter,
     OutputError,
     cues,
     output_plan,
@@ -185,6 +186,15 @@ def test_output_plan(tmp_path):
         output_plan("docx", 1, None)
 
 
+def write_directory(results, fmt: str, out) -> list:
+    """What `asr transcribe -o DIR/` does with the results, as they come."""
+    writer = DirectoryWriter(out, fmt, [r.source for r in results], {})
+    for i, r in enumerate(results):
+        if isinstance(r, Transcript):
+            writer.write(i, r)
+    return writer.written
+
+
 def test_one_file_per_input_with_unique_names_inside_the_directory(tmp_path):
     ts = [
         transcript("a", talk(2)),
@@ -194,7 +204,7 @@ def test_one_file_per_input_with_unique_names_inside_the_directory(tmp_path):
     ]
     failed = Failure(Source("/x.wav", "/x.wav", "x"), "file not found")
     out = tmp_path / "subs"
-    written = write_results([*ts, failed], "srt", out, {})
+    written = write_directory([*ts, failed], "srt", out)
     names = sorted(p.relative_to(out).as_posix() for p in written)
     assert names == ["a-2.srt", "a.srt", "evil.srt", "sub/b.srt"]
     assert all(p.resolve().is_relative_to(out.resolve()) for p in written)
@@ -241,7 +251,7 @@ def test_hostile_names_cannot_write_outside_the_directory(tmp_path):
         "C:\\windows\\system32",
     ]
     ts = [transcript(s, talk(1)) for s in stems]
-    written = write_results(ts, "text", out, {})
+    written = write_directory(ts, "text", out)
     assert len(written) == len(stems)
     root = out.resolve()
     for p in written:

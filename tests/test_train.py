@@ -53,6 +53,10 @@ def train_args(manifests, out: Path, epochs: int, *extra: str) -> list[str]:
     ]
 
 
+# Nearly every test here trains a model (Lightning runs of a few steps).
+pytestmark = pytest.mark.slow
+
+
 def train(manifests, out: Path, epochs: int, *extra: str) -> Path:
     run_training(train_args(manifests, out, epochs, *extra))
     return out / "logs"
@@ -149,13 +153,15 @@ def test_killed_run_resumes_to_the_same_weights(
         best = best_checkpoint_state(tmp_path / "logs")["best_model_path"]
         assert best and Path(best).is_file(), best
     if moment == "writing":  # the torn file is the temporary one, not last.ckpt
-        torn = last.with_name("last.ckpt.tmp")
+        (torn,) = last.parent.glob(".last.ckpt.*.tmp")
         assert 0 < torn.stat().st_size < last.stat().st_size
         load_model(last)
     # Resume from the file, or (once) by Lightning's alias, which it resolves to
     # last.ckpt only once fit has started.
     resume = "last" if moment == "mid-epoch step" else str(last)
     resumed = train(espeak_manifests, tmp_path, 2, "--ckpt_path", resume)
+    if moment == "writing":  # the next write cleared the dead run's temporary file
+        assert not list(last.parent.glob(".last.ckpt.*.tmp"))
     a = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"]
@@ -479,15 +485,8 @@ def test_a_failed_last_ckpt_write_keeps_the_previous_one(
     before = last.read_bytes()
     if failure == "torch.save":
         _half_torch_save(monkeypatch)
-    else:  # Lightning's writer gets half of the file onto the disk, then ENOSPC
-
-        def half(checkpoint, path, storage_options=None):
-            buffer = io.BytesIO()
-            torch.save(checkpoint, buffer)
-            Path(path).write_bytes(buffer.getvalue()[: buffer.tell() // 2])
-            raise _enospc()
-
-        monkeypatch.setattr(trainer.strategy.checkpoint_io, "save_checkpoint", half)
+    else:  # half of the file reaches the disk, then ENOSPC
+        _half_disk_write(monkeypatch)
     with torch.no_grad():
         next(model.parameters()).add_(1.0)  # a different checkpoint to write
     with pytest.raises(WriteError) as info:

@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import time
 import zlib
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
+from asr.atomic import atomic_write_bytes
 from asr.librispeech.corpus import (
     CORPUS_RESOURCE,
     LM_RESOURCE,
@@ -143,7 +143,7 @@ class Checksums:
             return {}
         listing = parse_md5sum(text, self.url)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(cache, text.encode("utf-8"))
+        atomic_write_bytes(cache, text.encode("utf-8"))
         log.info("%s: %d checksums (cached in %s)", self.url, len(listing), cache)
         return listing
 
@@ -184,17 +184,6 @@ def _request(url: str, headers: dict[str, str] | None = None) -> Request:
     return Request(url, headers={"User-Agent": "asr-librispeech/1", **(headers or {})})
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def md5_file(path: str | os.PathLike[str]) -> str:
     """The MD5 of a file as hex, read in 1 MiB blocks."""
     digest = hashlib.md5(usedforsecurity=False)
@@ -211,7 +200,7 @@ def _stamp_path(dest: Path) -> Path:
 def _write_stamp(dest: Path, md5: str | None) -> None:
     st = dest.stat()
     record = {"md5": md5, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    _write_atomic(_stamp_path(dest), json.dumps(record).encode())
+    atomic_write_bytes(_stamp_path(dest), json.dumps(record).encode())
 
 
 def _stamp_ok(dest: Path) -> bool:

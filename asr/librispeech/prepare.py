@@ -142,12 +142,12 @@ def prepare_arpa_lm(
         ArchiveError: the ``.gz`` is corrupt.
         LMError: ``build_binary`` is missing or fails.
     """
+    from asr.atomic import atomic_write_text
     from asr.lm import (
         LMError,
         find_program,
         read_arpa_unigrams,
         unigrams_path,
-        write_text_atomic,
     )
     from asr.text import VOCAB, normalize
 
@@ -183,7 +183,7 @@ def prepare_arpa_lm(
         words = [w for w in words if w and " " not in w and set(w) <= spellable]
         if not words:
             raise LMError(f"{source}: no word our vocabulary can spell")
-        write_text_atomic(uni, "".join(w + "\n" for w in words))
+        atomic_write_text(uni, "".join(w + "\n" for w in words))
         tmp_out = Path(tmp) / "lm.bin"
         cmd = [build_binary, "-T", tmp, binary_type, str(arpa), str(tmp_out)]
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")

@@ -8,8 +8,8 @@ utterance), so the samples do not depend on the batch, the worker or ``--jobs``.
 
 from __future__ import annotations
 
+import io
 import multiprocessing
-import os
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from asr.atomic import atomic_write_bytes, atomic_write_text
 from asr.synthetic.channel import render_speech
 from asr.synthetic.engines import SYNTHESIZERS
 from asr.synthetic.errors import SynthesisError
 from asr.synthetic.phones import format_phones
 from asr.synthetic.plan import Task, Utterance
 
-__all__ = ["Result", "partial_name", "run_task", "run_tasks", "write_atomic"]
+__all__ = ["Result", "run_task", "run_tasks", "write_atomic"]
 
 
 @dataclass(frozen=True)
@@ -38,17 +39,10 @@ class Result:
     error: str | None = None
 
 
-def partial_name(path: Path) -> Path:
-    """Where ``path`` is written before it is renamed into place (hidden, and
-    distinct per process)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.partial")
-
-
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a partial file and a rename."""
-    partial = partial_name(path)
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    """Write ``text`` (UTF-8) to ``path`` whole or not at all (:mod:`asr.atomic`;
+    not flushed to the disk: a rerun remakes what a power cut loses)."""
+    atomic_write_text(path, text, durable=False)
 
 
 def run_task(task: Task) -> list[Result]:
@@ -86,11 +80,9 @@ def run_task(task: Task) -> list[Result]:
                 flac = task.directory / f"{utt.utt_id}.flac"
                 # The phones first: a FLAC on disk always has its phones beside it.
                 write_atomic(flac.with_suffix(".phones"), format_phones(phones))
-                partial = partial_name(flac)
-                sf.write(
-                    str(partial), y, task.sample_rate, format="FLAC", subtype="PCM_16"
-                )
-                os.replace(partial, flac)
+                audio = io.BytesIO()
+                sf.write(audio, y, task.sample_rate, format="FLAC", subtype="PCM_16")
+                atomic_write_bytes(flac, audio.getbuffer(), durable=False)
                 results.append(Result(utt.utt_id, len(y) / task.sample_rate, True))
             except (OSError, sf.LibsndfileError, SynthesisError) as e:
                 results.append(Result(utt.utt_id, 0.0, False, f"{utt.utt_id}: {e}"))
