@@ -45,6 +45,11 @@ class ASRDataModule(L.LightningDataModule):
         check_audio: open every audio header during validation (slow on huge sets).
         max_duration: the longest utterance trained on, in seconds; default
             ``max_batch_seconds`` (a longer one could not fit a batch's budget).
+            A longer one is a problem of the manifest (see ``skip_invalid``).
+        max_utterance_seconds: deepspeech.pytorch's cap (15 s in its LibriSpeech
+            recipe): training utterances longer than this are left out, counted
+            in the log, not reported as problems; they are what needs the most
+            memory (asr.probe). Validation and test sets are kept whole.
         seed: batch order and speed perturbation derive from it (and the epoch).
     """
 
@@ -62,6 +67,7 @@ class ASRDataModule(L.LightningDataModule):
         skip_invalid: bool = False,
         check_audio: bool = True,
         max_duration: float | None = None,
+        max_utterance_seconds: float | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -116,9 +122,23 @@ class ASRDataModule(L.LightningDataModule):
                     "these utterances"
                 )
             log.warning("%s\nleft out (data.skip_invalid is true)", message)
-        if not report.kept:
+        kept = report.kept
+        cap = hp.max_utterance_seconds
+        if split == "train" and cap is not None:
+            longer = [u for u in kept if u.duration > cap]
+            if longer:
+                kept = [u for u in kept if u.duration <= cap]
+                log.info(
+                    "%s: %d utterances longer than data.max_utterance_seconds (%g s) "
+                    "left out (%.2f h)",
+                    path,
+                    len(longer),
+                    cap,
+                    sum(u.duration for u in longer) / 3600,
+                )
+        if not kept:
             raise InvalidDataError(f"{path}: no usable utterance in the {split} set")
-        return report.kept
+        return kept
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         hp = self.hparams

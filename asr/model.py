@@ -314,11 +314,18 @@ class DeepSpeech2(nn.Module):
         ):
             out = gru_layer(rnn, seq, lens)  # the same function, trains faster
         else:  # inference (no autograd to save), cuDNN on CUDA, LSTM
+            # In float32 with autocast off, whatever the caller's autocast: torch's
+            # autocast wrapper of cuDNN RNNs casts weights and inputs to fp16 even
+            # under a bf16 autocast (pytorch#42385), and without a gradient scaler
+            # (bf16-mixed has none) the small recurrent gradients of a per-token mean
+            # loss underflow there silently. asr.gru (the CPU training path above)
+            # chooses its own dtypes: bf16 products, float32 state.
             packed = pack_padded_sequence(
-                seq, lens.clamp(min=1).cpu(), enforce_sorted=False
+                seq.float(), lens.clamp(min=1).cpu(), enforce_sorted=False
             )
-            out, _ = rnn(packed)
-            out, _ = pad_packed_sequence(out, total_length=T)  # (T, B, D*H)
+            with torch.autocast(seq.device.type, enabled=False):
+                out, _ = rnn(packed)
+            out, _ = pad_packed_sequence(out, total_length=T)  # (T, B, D*H) float32
         if rnn.bidirectional:
             fwd, bwd = out.chunk(2, dim=-1)
             out = fwd + bwd

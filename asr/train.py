@@ -34,6 +34,7 @@ from asr.atomic import atomic_save, atomic_write_text
 from asr.datamodule import ASRDataModule
 from asr.inference import save_model
 from asr.plots import plot_training_curves
+from asr.probe import MemoryProbe
 from asr.task import ASRTask
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "ProgressLog",
     "check_resume_checkpoint",
     "check_resume_matches",
+    "fallback_precision",
     "run_training",
 ]
 
@@ -277,6 +279,24 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def fallback_precision(
+    precision: str, cuda: bool, bf16_supported: bool
+) -> tuple[str, str | None]:
+    """The precision to train in, and why it is not the one asked for (or None).
+
+    ``bf16-mixed`` on a CUDA GPU without bfloat16 (before Ampere: V100, T4) becomes
+    ``16-mixed``, which Lightning pairs with a gradient scaler: fp16 without a
+    scaler would lose the small gradients of the recurrent layers to underflow.
+    """
+    if cuda and precision.startswith("bf16") and not bf16_supported:
+        return "16-mixed", (
+            f"precision {precision}: this GPU has no bfloat16 "
+            f"({torch.cuda.get_device_name() if torch.cuda.is_available() else 'cuda'}"
+            "); training in 16-mixed with a gradient scaler instead"
+        )
+    return precision, None
+
+
 class _TrainCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse)
         parser.add_argument(
@@ -300,6 +320,24 @@ class _TrainCLI(LightningCLI):
                 "ignore", message=r"Checkpoint directory .* exists and is not empty"
             )
 
+    def before_instantiate_classes(self) -> None:
+        trainer = self.config.get("fit", self.config).get("trainer")
+        if trainer is None:
+            return
+        cuda = torch.cuda.is_available() and str(trainer.get("accelerator")) in (
+            "gpu",
+            "cuda",
+            "auto",
+        )
+        precision, why = fallback_precision(
+            str(trainer.get("precision")),
+            cuda,
+            cuda and torch.cuda.is_bf16_supported(),
+        )
+        if why:
+            log.warning("%s", why)
+            trainer["precision"] = precision
+
     def before_fit(self) -> None:
         ckpt = self.config.get("fit", self.config).get("ckpt_path")
         if not ckpt or str(ckpt) in _LIGHTNING_CKPT_ALIASES:
@@ -312,6 +350,8 @@ class _TrainCLI(LightningCLI):
             callbacks.append(MetricsHistory(ckpt))
         if not any(isinstance(c, ProgressLog) for c in callbacks):
             callbacks.append(ProgressLog())
+        if not any(isinstance(c, MemoryProbe) for c in callbacks):
+            callbacks.append(MemoryProbe())  # on CUDA: the largest batch first
 
     def after_fit(self) -> None:
         trainer, task = self.trainer, self.model

@@ -73,3 +73,24 @@ def test_nothing_usable_is_an_error_even_when_skipping(tmp_path):
     data = ASRDataModule(train_manifest=str(path), skip_invalid=True)
     with pytest.raises(InvalidDataError, match="no usable utterance"):
         data.setup("fit")
+
+
+def test_a_cap_on_utterance_length_leaves_longer_ones_out_of_training(
+    bad_manifest, caplog
+):
+    """deepspeech.pytorch's cap (data.max_utterance_seconds): utterances longer than
+    it are left out of training and counted, without being called problems."""
+    data = ASRDataModule(
+        train_manifest=str(bad_manifest),
+        val_manifest=str(bad_manifest),
+        max_duration=1000,
+        skip_invalid=True,
+        max_utterance_seconds=15,
+    )
+    with caplog.at_level(logging.INFO, logger="asr.datamodule"):
+        data.setup("fit")
+    assert [u.id for u in data._sets["train"]] == ["good"]
+    assert [u.id for u in data._sets["val"]] == ["good", "hour"]  # kept whole
+    assert "1 utterances longer than data.max_utterance_seconds (15 s) left out" in (
+        caplog.text
+    )

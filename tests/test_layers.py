@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"decoding"},
     {"inference"},
     {"data"},
-    {"datamodule", "task", "posteriors", "plots"},
+    {"datamodule", "task", "posteriors", "plots", "probe"},
     {"transcribe", "evaluate", "tune", "librispeech", "synthetic"},
     {"formats", "train"},
     {"cli"},

@@ -123,3 +123,41 @@ def test_learns_a_toy_alignment():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0]
+
+
+def _rnn_dtypes(model: DeepSpeech2, device: str) -> list[tuple]:
+    """(input dtype, autocast on?) as each recurrent layer is called, under a bf16
+    autocast on ``device``."""
+    seen = []
+
+    def hook(module, args):
+        data = args[0].data if hasattr(args[0], "data") else args[0]
+        seen.append((data.dtype, torch.is_autocast_enabled(device)))
+
+    for rnn in model.rnns:
+        rnn.register_forward_pre_hook(hook)
+    feats = torch.randn(2, model.config.n_features, 50, device=device)
+    lens = torch.tensor([50, 31], device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        log_probs, _ = model(feats, lens)
+    assert torch.isfinite(log_probs).all()
+    return seen
+
+
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+def test_recurrent_layers_run_in_float32_under_a_bf16_autocast(rnn_type):
+    """Autocast does not pick the RNN's dtype (cuDNN's wrapper would cast to fp16
+    whatever the autocast dtype, pytorch#42385): the layers run in float32 with
+    autocast off (asr.gru's own CPU training path aside)."""
+    model = DeepSpeech2(ModelConfig(**{**PRESETS["tiny"], "rnn_type": rnn_type}))
+    model.fast_gru = False  # the packed path, which CUDA and LSTMs take
+    seen = _rnn_dtypes(model, "cpu")
+    assert seen and all(s == (torch.float32, False) for s in seen), seen
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+def test_recurrent_layers_run_in_float32_under_a_bf16_autocast_on_cuda(rnn_type):
+    model = DeepSpeech2(ModelConfig(**{**PRESETS["tiny"], "rnn_type": rnn_type}))
+    seen = _rnn_dtypes(model.cuda(), "cuda")
+    assert seen and all(s == (torch.float32, False) for s in seen), seen

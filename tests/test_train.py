@@ -53,9 +53,6 @@ def train_args(manifests, out: Path, epochs: int, *extra: str) -> list[str]:
     ]
 
 
-# Nearly every test here trains a model (Lightning runs of a few steps).
-pytestmark = pytest.mark.slow
-
 
 def train(manifests, out: Path, epochs: int, *extra: str) -> Path:
     run_training(train_args(manifests, out, epochs, *extra))
@@ -459,6 +456,7 @@ def assert_disk_full(error: BaseException, path: Path) -> None:
     assert "previous version of it is unchanged" in message and "\n" not in message
 
 
+@pytest.mark.slow  # trains a model for a few steps
 @pytest.mark.parametrize("failure", ["torch.save", "disk write"])
 def test_a_failed_last_ckpt_write_keeps_the_previous_one(
     tmp_path, monkeypatch, failure
@@ -498,6 +496,7 @@ def test_a_failed_last_ckpt_write_keeps_the_previous_one(
     assert torch.load(last, weights_only=True)["global_step"] == 2
 
 
+@pytest.mark.slow  # trains a model for a few steps
 @pytest.mark.parametrize("order", ["listed after", "listed before"])
 def test_last_ckpt_knows_the_best_checkpoint_its_epoch_wrote(tmp_path, order):
     """last.ckpt is written after ModelCheckpoint has saved (and deleted) its best
@@ -526,6 +525,7 @@ def test_last_ckpt_knows_the_best_checkpoint_its_epoch_wrote(tmp_path, order):
     assert Path(state["best_model_path"]).is_file()
 
 
+@pytest.mark.slow  # trains a model for a few steps
 def test_metrics_csv_survives_a_crash_while_a_column_is_added(tmp_path, monkeypatch):
     """Lightning's CSV writer rewrites metrics.csv in place when a new metric
     appears; a crash in the middle left an empty file. Ours keeps the old one."""
@@ -548,6 +548,7 @@ def test_metrics_csv_survives_a_crash_while_a_column_is_added(tmp_path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
 
 
+@pytest.mark.slow  # trains a model for a few steps
 @pytest.mark.parametrize("rows", [2, None])
 def test_a_resumed_run_keeps_the_metrics_logged_before_its_checkpoint(tmp_path, rows):
     """The checkpoint came after two rows (LastCheckpoint counts them; another
@@ -843,3 +844,24 @@ def test_lightning_output_quieted():
         logger.removeHandler(handler)
     assert [str(w.message) for w in caught] == ["something else"]
     assert [r.getMessage() for r in records] == ["GPU available: False"]
+
+
+@pytest.mark.parametrize(
+    ("precision", "cuda", "bf16", "expected"),
+    [
+        ("bf16-mixed", True, False, "16-mixed"),  # V100, T4: no bfloat16
+        ("bf16-mixed", True, True, "bf16-mixed"),
+        ("bf16-mixed", False, False, "bf16-mixed"),  # the CPU has its own bf16 path
+        ("32-true", True, False, "32-true"),
+    ],
+)
+def test_bf16_falls_back_to_16_mixed_on_gpus_without_bfloat16(
+    precision, cuda, bf16, expected
+):
+    from asr.train import fallback_precision
+
+    got, why = fallback_precision(precision, cuda, bf16)
+    assert got == expected
+    assert (why is not None) == (got != precision)
+    if why:
+        assert "no bfloat16" in why and "16-mixed with a gradient scaler" in why

@@ -191,11 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(argv: list[str]) -> int:
+    from asr.probe import MemoryProbeError
     from asr.train import ConfigError, run_training
 
     try:
         run_training(argv)
-    except (*_user_errors(), ConfigError) as err:
+    except (*_user_errors(), ConfigError, MemoryProbeError) as err:
         print(f"asr train: error: {err}", file=sys.stderr)
         return 1
     return 0
