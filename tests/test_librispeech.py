@@ -304,6 +304,54 @@ def test_without_a_checksum_list_the_published_md5s_apply(mirror, tmp_path):
     assert ls.PUBLISHED_MD5["dev-clean.tar.gz"] in str(err.value)
 
 
+def test_without_a_checksum_list_the_published_lm_md5s_apply(mirror, tmp_path):
+    """The language models, their vocabulary and text are checked as the audio
+    archives are: against OpenSLR's published MD5s when the host lists none."""
+    base, root, _ = mirror
+    (root / "11" / "md5sum.txt").unlink()
+    name = ls.LM_ARPA["3-gram.pruned.1e-7"]
+    sums = checksums(base, tmp_path, resource=11)
+    with pytest.raises(DownloadError, match=f"{name}: md5 mismatch") as err:
+        fetch(name, tmp_path, sums, retries=2, timeout=10, backoff=0)
+    assert ls.PUBLISHED_LM_MD5[name] in str(err.value)  # the fake is not the real LM
+    assert not (tmp_path / name).exists()
+    assert set(ls.PUBLISHED_LM_MD5) == {*ls.LM_ARPA.values(), ls.LM_VOCAB, ls.LM_TEXT}
+    assert all(re.fullmatch("[0-9a-f]{32}", v) for v in ls.PUBLISHED_LM_MD5.values())
+
+
+def test_a_download_that_would_fill_the_disk_is_refused_first(
+    mirror, tmp_path, monkeypatch
+):
+    from collections import namedtuple
+
+    import asr.librispeech.download as download
+
+    base, _, server = mirror
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda p: usage(1, 1, 1000))
+    with pytest.raises(download.DiskSpaceError) as err:
+        get("dev-clean.tar.gz", tmp_path, base)
+    message = str(err.value)
+    assert "downloading dev-clean.tar.gz needs" in message and "free" in message
+    assert not list(tmp_path.glob("dev-clean.tar.gz*"))  # nothing written
+
+
+def test_an_extraction_that_would_fill_the_disk_is_refused_first(
+    mirror, tmp_path, monkeypatch
+):
+    from collections import namedtuple
+
+    import asr.librispeech.download as download
+
+    base, _, _ = mirror
+    archive = get("dev-clean.tar.gz", tmp_path / "dl", base)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda p: usage(1, 1, 1000))
+    with pytest.raises(download.DiskSpaceError, match="extracting dev-clean.tar.gz"):
+        extract(archive, tmp_path / "corpus", "dev-clean")
+    assert not (tmp_path / "corpus" / "LibriSpeech").exists()
+
+
 def test_the_official_list_must_agree_with_the_published_values(tmp_path):
     sums = checksums(ls.OPENSLR, tmp_path)
     # a cached copy of www.openslr.org's list: no request is made
@@ -395,7 +443,15 @@ def _evil_archive(path: Path, member: tarfile.TarInfo, data: bytes = b"x") -> Pa
         ("LibriSpeech/dev-clean/dev", tarfile.CHRTYPE, "a device or fifo"),
     ],
 )
-def test_extract_refuses_members_that_could_escape(tmp_path, name, kind, problem):
+@pytest.mark.parametrize("tar_filters", [True, False])
+def test_extract_refuses_members_that_could_escape(
+    tmp_path, name, kind, problem, tar_filters, monkeypatch
+):
+    """With tarfile's "data" filter and without it (Python before 3.10.12 / 3.11.4
+    has none): our own checks refuse the same members."""
+    import asr.librispeech.download as download
+
+    monkeypatch.setattr(download, "_TAR_FILTERS", tar_filters)
     member = tarfile.TarInfo(name)
     member.type = kind
     member.linkname = (

@@ -24,6 +24,7 @@ __all__ = [
     "LM_VOCAB",
     "OPENSLR",
     "PARTS",
+    "PUBLISHED_LM_MD5",
     "PUBLISHED_MD5",
     "TRAIN_HOURS",
     "TRAIN_PARTS",
@@ -59,6 +60,17 @@ PUBLISHED_MD5: dict[str, str] = {
     "dev-other.tar.gz": "c8d0bcc9cca99d4f8b62fcc847357931",
     "test-clean.tar.gz": "32fa31d27d2e1cad72775fee3f4849a9",
     "test-other.tar.gz": "fb5a50374b501bb3bac4815ee91d3135",
+}
+
+# https://www.openslr.org/resources/11/md5sum.txt, as published: the language
+# models, their vocabulary and the LM corpus are checked as the audio archives are.
+PUBLISHED_LM_MD5: dict[str, str] = {
+    "3-gram.pruned.1e-7.arpa.gz": "9a0f1325bcaf3a0f7b7be4be10823c2a",
+    "3-gram.pruned.3e-7.arpa.gz": "8f67ec741827742eee05799ab7605b50",
+    "3-gram.arpa.gz": "74cbb837e582378c26c602e1c8cbcb9c",
+    "4-gram.arpa.gz": "6abdcd5b055bd482e4f9defe91d40408",
+    "librispeech-vocab.txt": "bf3cc7a50112831ed8b0afa40cae96a5",
+    "librispeech-lm-norm.txt.gz": "c83c64c726a1aedfe65f80aa311de402",
 }
 
 # Resource 11's ARPA models (--lm NAME), upper case like the LM corpus.

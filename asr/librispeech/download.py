@@ -42,6 +42,7 @@ from asr.librispeech.corpus import (
     CORPUS_RESOURCE,
     LM_RESOURCE,
     OPENSLR,
+    PUBLISHED_LM_MD5,
     PUBLISHED_MD5,
     ArchiveError,
     DownloadError,
@@ -51,6 +52,8 @@ from asr.librispeech.corpus import (
 __all__ = [
     "CORRUPT_ERRORS",
     "Checksums",
+    "DiskSpaceError",
+    "check_free_space",
     "download_files",
     "extract",
     "fetch",
@@ -97,8 +100,8 @@ class Checksums:
     checksum is needed and cached in ``cache_dir``; for a mirror its list wins over
     :data:`PUBLISHED_MD5` (a mirror may serve other data under the same names, as
     the tests' does); for www.openslr.org a disagreement with it is an error.
-    Without a list, :data:`PUBLISHED_MD5` applies to the corpus archives; other
-    files are then checked only by decompressing them.
+    Without a list, :data:`PUBLISHED_MD5` applies to the corpus archives and
+    :data:`PUBLISHED_LM_MD5` to the language models, their vocabulary and text.
     """
 
     def __init__(
@@ -151,7 +154,10 @@ class Checksums:
         """File name -> expected MD5: the host's list over the published one."""
         if self._table is None:
             listing = self._listing()
-            builtin = PUBLISHED_MD5 if self.resource == CORPUS_RESOURCE else {}
+            builtin = {
+                CORPUS_RESOURCE: PUBLISHED_MD5,
+                LM_RESOURCE: PUBLISHED_LM_MD5,
+            }.get(self.resource, {})
             for name, md5 in listing.items():
                 known = builtin.get(name)
                 if known and known != md5:
@@ -231,6 +237,44 @@ def human_size(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+# Kept free beyond what a download or an extraction needs: a disk filled to the
+# last byte fails the next writer (a checkpoint, a log) in ways no one expects.
+_FREE_MARGIN = 1 << 30
+# An extracted LibriSpeech part is about its archive's size (FLAC does not
+# compress further: train-960's 59.3 GB of archives extract to 62 GB).
+_EXTRACTED_PER_ARCHIVE_BYTE = 1.1
+
+
+# tarfile's extraction filters came with Python 3.12 and the security releases
+# 3.10.12 and 3.11.4; before them _check_member's checks stand alone.
+_TAR_FILTERS = hasattr(tarfile, "data_filter")
+_FILTER_ERRORS: tuple[type[Exception], ...] = (
+    (tarfile.FilterError,) if _TAR_FILTERS else ()
+)
+
+
+class DiskSpaceError(LibriSpeechError):
+    """Not enough free space for a download or an extraction."""
+
+
+def check_free_space(directory: str | os.PathLike[str], needed: int, what: str) -> None:
+    """Raise :class:`DiskSpaceError` unless ``directory``'s file system has
+    ``needed`` bytes free beyond a margin of 1 GiB (checked before the work, so a
+    full disk is found in seconds, not hours in)."""
+    directory = Path(directory)
+    probe = directory
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed + _FREE_MARGIN:
+        raise DiskSpaceError(
+            f"{directory}: {what} needs {human_size(needed)} (and "
+            f"{human_size(_FREE_MARGIN)} to spare), but its disk has "
+            f"{human_size(free)} free; free some space "
+            "or give a directory on a larger disk (run.sh --data DIR)"
+        )
+
+
 def _transfer(url: str, part: Path, timeout: float) -> None:
     """One request: append to ``part`` from where it ends (``Range``), or start over
     if the server does not resume. Raises :class:`_Interrupted` on a short read."""
@@ -254,6 +298,10 @@ def _transfer(url: str, part: Path, timeout: float) -> None:
             have = 0
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
+        if length is not None:
+            check_free_space(
+                part.parent, int(length), f"downloading {url.rsplit('/', 1)[-1]}"
+            )
         size, last = have, time.monotonic()
         with open(part, mode) as f:
             while chunk := resp.read(_CHUNK):
@@ -445,6 +493,11 @@ def extract(
     tmp = dest / f".{part}.extracting"
     if tmp.exists():
         shutil.rmtree(tmp)
+    check_free_space(
+        dest,
+        int(archive.stat().st_size * _EXTRACTED_PER_ARCHIVE_BYTE),
+        f"extracting {archive.name}",
+    )
     tmp.mkdir(parents=True)
     log.info("%s: extracting into %s", archive, target)
     files = 0
@@ -452,9 +505,12 @@ def extract(
         with tarfile.open(archive, "r|gz") as tar:
             for member in tar:
                 _check_member(member, archive)
-                tar.extract(member, tmp, set_attrs=False, filter="data")
+                if _TAR_FILTERS:
+                    tar.extract(member, tmp, set_attrs=False, filter="data")
+                else:  # our own checks above refuse everything "data" would
+                    tar.extract(member, tmp, set_attrs=False)
                 files += member.isfile()
-    except tarfile.FilterError as err:  # tarfile's own "data" filter
+    except _FILTER_ERRORS as err:  # tarfile's own "data" filter
         shutil.rmtree(tmp, ignore_errors=True)
         raise ArchiveError(f"{archive}: refusing an unsafe member ({err})") from None
     except CORRUPT_ERRORS as err:
