@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 
 import lightning as L
@@ -27,7 +28,10 @@ class ASRDataModule(L.LightningDataModule):
     """Train / validation / test manifests, validated before training.
 
     Args:
-        train_manifest, val_manifest, test_manifest: JSON Lines manifests.
+        train_manifest, val_manifest, test_manifest: JSON Lines manifests;
+            ``val_manifest`` may be a list (LibriSpeech's dev-clean and dev-other):
+            each is scored on its own, the first one is ``val_wer`` (what the best
+            checkpoint is chosen by), the others ``val_wer/<name>``.
         sample_rate: audio is resampled to this rate (the model's).
         max_batch_seconds: padded seconds of audio per batch (per device).
         max_batch_size: utterances per batch at most.
@@ -56,7 +60,7 @@ class ASRDataModule(L.LightningDataModule):
     def __init__(
         self,
         train_manifest: str | None = None,
-        val_manifest: str | None = None,
+        val_manifest: list[str] | str | None = None,
         test_manifest: str | None = None,
         sample_rate: int = 16000,
         max_batch_seconds: float = 120.0,
@@ -90,10 +94,26 @@ class ASRDataModule(L.LightningDataModule):
             None: ["train", "val", "test"],
         }.get(stage, ["train", "val", "test"])
         for split in wanted:
-            path = getattr(hp, f"{split}_manifest")
-            if path is None or split in self._sets:
+            paths = getattr(hp, f"{split}_manifest")
+            if paths is None or split in self._sets:
                 continue
-            self._sets[split] = self._load(split, path)
+            if isinstance(paths, str):
+                self._sets[split] = self._load(split, paths)
+            else:  # several validation sets, each kept apart
+                for i, path in enumerate(paths):
+                    name = split if i == 0 else f"{split}/{self.set_name(path)}"
+                    self._sets[name] = self._load(split, path)
+
+    @property
+    def val_names(self) -> list[str]:
+        """The validation sets' metric prefixes: ``val``, then ``val/<name>``."""
+        return [k for k in self._sets if k == "val" or k.startswith("val/")]
+
+    @staticmethod
+    def set_name(path: str) -> str:
+        """A manifest's name in metrics: its file name without ``.jsonl``."""
+        name = os.path.basename(str(path))
+        return name[: -len(".jsonl")] if name.endswith(".jsonl") else name
 
     def _load(self, split: str, path: str) -> list[Utterance]:
         hp = self.hparams
@@ -142,7 +162,7 @@ class ASRDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         hp = self.hparams
-        utts = self._sets[split]
+        utts = self._sets[split]  # a set: "train", "val", "val/dev-other", "test"
         factors = hp.speed_perturb if train else None
         dataset = SpeechDataset(utts, self.tokenizer, hp.sample_rate, factors, hp.seed)
         world, rank = 1, 0
@@ -171,8 +191,9 @@ class ASRDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        loaders = [self._loader(name, train=False) for name in self.val_names]
+        return loaders[0] if len(loaders) == 1 else loaders
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)

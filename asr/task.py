@@ -171,8 +171,9 @@ class ASRTask(L.LightningModule):
         )
         self.spec_augment = SpecAugment(**spec_augment) if spec_augment else None
         self.ctc_loss = resolve_ctc_loss(ctc_impl)
-        self._refs: list[str] = []
-        self._hyps: list[str] = []
+        # per validation set (dataloader index): references and hypotheses
+        self._refs: dict[int, list[str]] = {}
+        self._hyps: dict[int, list[str]] = {}
         # Numerical faults (see the module docstring).
         self.skipped_steps = 0
         self._infeasible_reported: set[str] = set()
@@ -377,24 +378,43 @@ class ASRTask(L.LightningModule):
             self.skipped_steps,
         )
 
-    def _eval_step(self, batch: Batch, prefix: str) -> None:
+    def _set_prefix(self, prefix: str, index: int) -> str:
+        """``val`` for the first validation set, ``val/<name>`` for the others (the
+        data module's names), so the first set's ``val_wer`` picks checkpoints."""
+        if index == 0:
+            return prefix
+        names = getattr(getattr(self.trainer, "datamodule", None), "val_names", [])
+        return names[index] if index < len(names) else f"{prefix}/{index}"
+
+    def _metric(self, prefix: str, index: int, what: str) -> str:
+        head, _, name = self._set_prefix(prefix, index).partition("/")
+        return f"{head}_{what}" + (f"/{name}" if name else "")
+
+    def _eval_step(self, batch: Batch, prefix: str, index: int = 0) -> None:
         if not batch.ids:  # every file of the batch was unreadable (each one logged)
             return
         loss, log_probs, out_lens = self._loss(batch)
         self.log(
-            f"{prefix}_loss",
+            self._metric(prefix, index, "loss"),
             loss,
-            prog_bar=True,
+            prog_bar=index == 0,
             batch_size=len(batch.ids),
             sync_dist=True,
+            add_dataloader_idx=False,
         )
+        hyps = self._hyps.setdefault(index, [])
         for ids in greedy_decode(log_probs, out_lens, self.tokenizer.blank):
-            self._hyps.append(self.tokenizer.decode(ids))
-        self._refs.extend(batch.texts)
+            hyps.append(self.tokenizer.decode(ids))
+        self._refs.setdefault(index, []).extend(batch.texts)
 
     def _eval_epoch_end(self, prefix: str) -> None:
-        words, chars = error_rates(self._refs, self._hyps)
-        self._refs, self._hyps = [], []
+        indices = sorted(set(self._refs) | {0})
+        for index in indices:
+            self._eval_set_end(prefix, index)
+        self._refs, self._hyps = {}, {}
+
+    def _eval_set_end(self, prefix: str, index: int) -> None:
+        words, chars = error_rates(self._refs.get(index, []), self._hyps.get(index, []))
         counts = torch.tensor(
             [
                 words.errors,
@@ -411,17 +431,24 @@ class ASRTask(L.LightningModule):
         cer = float(counts[2] / counts[3].clamp(min=1))
         # Already corpus-level over all ranks (the gathered counts), so the same on
         # every rank: sync_dist averages equal values (and tells Lightning so).
-        self.log(f"{prefix}_wer", wer, prog_bar=True, sync_dist=True)
-        self.log(f"{prefix}_cer", cer, prog_bar=True, sync_dist=True)
+        first = index == 0
+        self.log(
+            self._metric(prefix, index, "wer"), wer, prog_bar=first, sync_dist=True
+        )
+        self.log(
+            self._metric(prefix, index, "cer"), cer, prog_bar=first, sync_dist=True
+        )
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+    def validation_step(
+        self, batch: Batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._eval_step(batch, "val", dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "test", dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")

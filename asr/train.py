@@ -12,7 +12,6 @@ import csv
 import io
 import logging
 import os
-import re
 import sys
 import time
 import warnings
@@ -31,6 +30,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
 from asr.atomic import atomic_save, atomic_write_text
+from asr.configs import expand_configs
 from asr.datamodule import ASRDataModule
 from asr.inference import save_model
 from asr.plots import plot_training_curves
@@ -269,6 +269,20 @@ class ProgressLog(L.Callback):
         ]
         if parts:
             log.info("%s: validation %s", self._epoch(trainer), ", ".join(parts))
+        # further validation sets (val_wer/dev-other ...): one line each
+        others = sorted(
+            {k.split("/", 1)[1] for k in metrics if k.startswith("val_wer/")}
+        )
+        for name in others:
+            wer, cer = metrics[f"val_wer/{name}"], metrics.get(f"val_cer/{name}")
+            extra = "" if cer is None else f", CER {100 * float(cer):.1f}%"
+            log.info(
+                "%s: validation on %s: WER %.1f%%%s",
+                self._epoch(trainer),
+                name,
+                100 * float(wer),
+                extra,
+            )
 
 
 def _duration(seconds: float) -> str:
@@ -708,69 +722,6 @@ def configure_lightning_output() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropAdvert) for f in logger.filters):
             logger.addFilter(_DropAdvert())
-
-
-class ConfigError(ValueError):
-    """Configs that cannot be combined; the message names them."""
-
-
-_BASE_LINE = re.compile(r"#\s*base:\s*(\S+)")
-
-
-def config_bases(config: str | os.PathLike[str]) -> list[Path]:
-    """The configs ``config`` builds on, the deepest base first, then itself.
-
-    A config whose first line is ``# base: FILE`` holds only the keys that differ
-    from FILE (a path relative to the config's directory), so the larger recipes'
-    configurations are small deltas over one base per recipe.
-
-    Raises:
-        FileNotFoundError: a config or a base that does not exist (named).
-        ConfigError: configs that name each other as bases.
-    """
-    chain: list[Path] = []
-    path = Path(config)
-    while True:
-        if path in chain:
-            loop = " -> ".join(str(p) for p in [*reversed(chain), path])
-            raise ConfigError(f"configs name each other as bases: {loop}")
-        chain.append(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                first = f.readline()
-        except FileNotFoundError:
-            where = f" (the base of {chain[-2]})" if len(chain) > 1 else ""
-            raise FileNotFoundError(f"{path}: no such config file{where}") from None
-        found = _BASE_LINE.match(first)
-        if not found:
-            return list(reversed(chain))
-        path = path.parent / found.group(1)
-
-
-def expand_configs(argv: Sequence[str]) -> list[str]:
-    """``argv`` with each ``--config DELTA`` preceded by ``--config BASE`` for the
-    bases it names (:func:`config_bases`), unless the command line gives that base
-    itself; later configs override earlier ones (LightningCLI)."""
-    out: list[str] = []
-    given: set[Path] = set()
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        value = None
-        if arg == "--config" and i + 1 < len(argv):
-            value, i = argv[i + 1], i + 2
-        elif arg.startswith("--config="):
-            value, i = arg.split("=", 1)[1], i + 1
-        else:
-            out.append(arg)
-            i += 1
-            continue
-        for path in config_bases(value):
-            key = path.resolve()
-            if key not in given:
-                given.add(key)
-                out += ["--config", str(path)]
-    return out
 
 
 def run_training(argv: Sequence[str]) -> None:

@@ -86,7 +86,7 @@ def test_a_delta_holds_only_what_differs_from_its_base(recipe, name):
 
 def test_asr_train_reads_a_delta_over_its_base(tmp_path):
     """asr train puts the bases a config names before it, once each."""
-    from asr.train import config_bases, expand_configs
+    from asr.configs import config_bases, expand_configs
 
     large = CONF / "synthetic" / "large.yaml"
     assert [p.resolve() for p in config_bases(large)] == [
@@ -147,14 +147,21 @@ def test_librispeech_configs_resolve(name, capsys):
     assert trainer["sync_batchnorm"] is False
     assert model["frontend"]["kind"] == "spectrogram"
     assert data["train_manifest"] == "data/librispeech/train-960.jsonl"
-    # The effective batch: per GPU x GPUs x accumulation.
-    batch = (
-        data["max_batch_size"] * trainer["devices"] * trainer["accumulate_grad_batches"]
-    )
+    assert data["val_manifest"] == [
+        "data/librispeech/dev-clean.jsonl",
+        "data/librispeech/dev-other.jsonl",
+    ]
+    # deepspeech.pytorch's 400 on a loss summed over 64 utterances of ~180 characters
+    assert trainer["gradient_clip_val"] == pytest.approx(400 / (64 * 180), rel=0.01)
+    # The effective batch: per GPU x GPUs x accumulation (the paper's on 8 GPUs; its
+    # config uses every GPU there is).
+    gpus = 8 if trainer["devices"] == -1 else trainer["devices"]
+    batch = data["max_batch_size"] * gpus * trainer["accumulate_grad_batches"]
     if name == "ds2_1gpu":  # deepspeech.pytorch V3
         assert model["model_preset"] == "librispeech" and batch == 64
         assert model["spec_augment"]["freq_width"] == 27
         assert trainer["max_epochs"] == 16 and config["seed_everything"] == 123456
     else:  # the DeepSpeech2 paper
         assert model["model_preset"] == "paper" and batch == 512
+        assert trainer["devices"] == -1
         assert model["spec_augment"] is None and trainer["max_epochs"] == 20

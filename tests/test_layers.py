@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asr"
 # subpackage's layer; modules inside one subpackage may import each other (without
 # cycles), never a higher layer.
 LAYERS: list[set[str]] = [
-    {"text", "audio", "metrics", "ctc", "gru", "atomic", "malloc"},
+    {"text", "audio", "metrics", "ctc", "gru", "atomic", "malloc", "configs"},
     {"features", "augment", "model", "manifest", "lm"},
     {"decoding"},
     {"inference"},

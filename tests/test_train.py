@@ -53,7 +53,6 @@ def train_args(manifests, out: Path, epochs: int, *extra: str) -> list[str]:
     ]
 
 
-
 def train(manifests, out: Path, epochs: int, *extra: str) -> Path:
     run_training(train_args(manifests, out, epochs, *extra))
     return out / "logs"
@@ -865,3 +864,21 @@ def test_bf16_falls_back_to_16_mixed_on_gpus_without_bfloat16(
     assert (why is not None) == (got != precision)
     if why:
         assert "no bfloat16" in why and "16-mixed with a gradient scaler" in why
+
+
+def test_several_validation_sets_are_scored_apart(espeak_manifests, tmp_path, caplog):
+    """LibriSpeech validates on dev-clean and dev-other: the first is val_wer (which
+    picks the best checkpoint), the other val_wer/<name>, each in the log."""
+    from asr.manifest import read_manifest, write_manifest
+
+    other = tmp_path / "dev-other.jsonl"
+    write_manifest(other, read_manifest(espeak_manifests["dev"]))
+    sets = f"[{espeak_manifests['dev']},{other}]"
+    with caplog.at_level(logging.INFO, logger="asr.train"):
+        logs = train(espeak_manifests, tmp_path, 1, "--data.val_manifest", sets)
+    header = (logs / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val_wer", "val_cer", "val_loss"} <= set(header)
+    assert {"val_wer/dev-other", "val_cer/dev-other", "val_loss/dev-other"} <= set(
+        header
+    )
+    assert "validation on dev-other: WER" in caplog.text

@@ -191,8 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(argv: list[str]) -> int:
+    from asr.configs import ConfigError
     from asr.probe import MemoryProbeError
-    from asr.train import ConfigError, run_training
+    from asr.train import run_training
 
     try:
         run_training(argv)

@@ -157,9 +157,9 @@ if run_stage 4; then
       log "stage 4: resuming from $last"
       resume=(--ckpt_path "$last")
     fi
-    log "stage 4: asr train --config $config on $train_manifest (validation: dev-clean)"
+    log "stage 4: asr train --config $config on $train_manifest (validation: dev-clean, dev-other)"
     asr train --config "$config" \
-      --data.train_manifest "$train_manifest" --data.val_manifest "$data/dev-clean.jsonl" \
+      --data.train_manifest "$train_manifest" --data.val_manifest "[$data/dev-clean.jsonl,$data/dev-other.jsonl]" \
       --trainer.default_root_dir "$exp" --trainer.logger.init_args.save_dir "$exp" \
       --export "$exp/model.ckpt" "${resume[@]}" "${extra[@]}"
     log "stage 4: model in $exp/model.ckpt, curves in $exp/logs/training_curves.png"
