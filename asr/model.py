@@ -320,12 +320,13 @@ class DeepSpeech2(nn.Module):
             # (bf16-mixed has none) the small recurrent gradients of a per-token mean
             # loss underflow there silently. asr.gru (the CPU training path above)
             # chooses its own dtypes: bf16 products, float32 state.
+            weights = next(rnn.parameters()).dtype  # float32 (float64 in tests)
             packed = pack_padded_sequence(
-                seq.float(), lens.clamp(min=1).cpu(), enforce_sorted=False
+                seq.to(weights), lens.clamp(min=1).cpu(), enforce_sorted=False
             )
             with torch.autocast(seq.device.type, enabled=False):
                 out, _ = rnn(packed)
-            out, _ = pad_packed_sequence(out, total_length=T)  # (T, B, D*H) float32
+            out, _ = pad_packed_sequence(out, total_length=T)  # (T, B, D*H)
         if rnn.bidirectional:
             fwd, bwd = out.chunk(2, dim=-1)
             out = fwd + bwd

@@ -12,6 +12,7 @@ lost words ("50 %" becoming "").
 from __future__ import annotations
 
 import itertools
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -54,6 +55,11 @@ _TABLE = str.maketrans(
 )
 
 
+# Text already written as a transcript: one case of ASCII letters, apostrophes,
+# spaces (LibriSpeech's trans.txt and LM text; our normalized manifests).
+_TRANSCRIPT_FORM = re.compile(r"[A-Z' ]+|[a-z' ]+")
+
+
 class TextError(ValueError):
     """Text the tokenizer cannot encode, ids it cannot decode, or a bad tokenizer."""
 
@@ -64,9 +70,15 @@ def normalize(text: str) -> str:
     Steps: lower-case; Unicode NFKD with combining marks removed (``"é"`` -> ``"e"``,
     ``"ﬁ"`` -> ``"fi"``); invisible format characters (zero-width space, BOM, soft
     hyphen) removed; curly quotes and backticks -> ``'``; hyphens, dashes and
-    punctuation ``.,;:!?"()[]{}/…`` -> space; quotes at the start or end of a word
-    removed, apostrophes inside a word kept (``"'don't'"`` -> ``"don't"``); whitespace
-    collapsed and stripped.
+    punctuation ``.,;:!?"()[]{}/…`` -> space; whitespace collapsed and stripped.
+
+    Apostrophes: inside a word they are kept (``"don't"``). At a word's edge they
+    are kept when the text is already in transcript form -- letters of one case,
+    apostrophes and spaces, as LibriSpeech's transcripts and LM text are written
+    (``"'TWAS THE FATHERS' DOG"`` -> ``"'twas the fathers' dog"``: the references
+    spell those words so, and a model must learn to); in free text they are taken
+    for quotation marks and removed (``"'Don't,' she said"`` -> ``"don't she
+    said"``). A "word" of apostrophes alone is dropped either way.
 
     Characters outside the vocabulary are kept (see :func:`unspellable`).
 
@@ -83,8 +95,10 @@ def normalize(text: str) -> str:
         for c in decomposed
         if not unicodedata.combining(c) and unicodedata.category(c) != "Cf"
     )
-    words = (w.strip("'") for w in kept.translate(_TABLE).split())
-    return " ".join(w for w in words if w)
+    words = kept.translate(_TABLE).split()
+    if not _TRANSCRIPT_FORM.fullmatch(text.strip()):
+        words = [w.strip("'") for w in words]
+    return " ".join(w for w in words if w.strip("'"))
 
 
 def unspellable(text: str) -> list[str]:

@@ -30,7 +30,7 @@ NOUNS = [
 VERBS = [
     # a dev sentence, cleaned to the manifest's form before comparing
     '00000005 29 v 01 run 0 000 | move fast; "She ran home."; "run along"',
-    # a possessive plural: the manifest says "the boys games"
+    # a possessive plural: the manifest says "the boys' games" (LibriSpeech's form)
     '00000007 29 v 01 play 0 000 | take part; "the boys\' games"; "play ball"',
     # a duplicate of a training transcript in another synset: written once
     '00000006 29 v 01 sink 0 000 | go down; "the boat sank"',
@@ -63,7 +63,7 @@ def test_training_text_plus_wordnet_without_held_out_synsets(
     wordnet: Path, tmp_path: Path
 ) -> None:
     train = _manifest(tmp_path / "train.jsonl", ["each oar was tugged by several men"])
-    dev = _manifest(tmp_path / "dev.jsonl", ["she ran home", "the boys games"])
+    dev = _manifest(tmp_path / "dev.jsonl", ["she ran home", "the boys' games"])
     test = _manifest(tmp_path / "test.jsonl", ["pentamerous flowers"])
     out = tmp_path / "lm" / "lm_text.txt"
     s = write_lm_text(out, [train], [dev, test], wordnet_dir=wordnet)

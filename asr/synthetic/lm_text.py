@@ -14,7 +14,7 @@ register that costs nothing to use. Written one per line:
 
 Each line once. Examples are cleaned as the generator cleans what it speaks
 (:func:`asr.synthetic.wordnet.clean_sentence`) and then normalized as manifests are
-(:func:`asr.text.normalize`: lower case, "boys'" -> "boys"), so the LM's words are
+(:func:`asr.text.normalize`: lower case, "BOYS'" -> "boys'"), so the LM's words are
 the transcripts' words and a held-out sentence is recognised in either form.
 """
 
