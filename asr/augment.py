@@ -20,7 +20,6 @@ import os
 from collections.abc import Sequence
 
 import torch
-import torchaudio.functional as AF
 from torch import Tensor, nn
 from torch.utils.data import get_worker_info
 
@@ -191,6 +190,8 @@ def speed_perturb(wave: Tensor, sample_rate: int, factor: float) -> Tensor:
     # default 6-zero-crossing Hann filter lets a tone pushed past Nyquist alias back
     # at half its amplitude; its "kaiser_best" settings (as librosa's) take < 1 ms
     # per second of audio and attenuate it ~50 dB.
+    import torchaudio.functional as AF  # speed perturbation alone needs it
+
     return AF.resample(
         wave,
         orig_freq=orig_freq,

@@ -52,7 +52,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torchaudio.functional as AF
 from torch import Tensor, nn
 
 __all__ = [
@@ -522,6 +521,8 @@ class LogMel(Frontend):
         self.mel_scale = mel_scale
         self.mel_norm = mel_norm
         # Stored in float32, transposed: (n_freqs, n_mels) -> (n_mels, n_freqs)
+        import torchaudio.functional as AF  # only the mel frontends need torchaudio
+
         fb = AF.melscale_fbanks(
             n_freqs=n_fft // 2 + 1,
             f_min=self.f_min,
@@ -604,6 +605,8 @@ class MFCC(LogMel):
             eps=eps,
         )
         # create_dct gives (n_mels, n_mfcc); stored transposed as (n_mfcc, n_mels).
+        import torchaudio.functional as AF
+
         dct = AF.create_dct(n_mfcc, n_mels, norm="ortho").T.contiguous()
         self.register_buffer("dct", dct.float(), persistent=False)
 
