@@ -72,9 +72,8 @@ __all__ = [
 # Windowing of long files (seconds); see the module docstring.
 WINDOW_SECONDS = 30.0
 OVERLAP_SECONDS = 5.0
-# Without a terminal, progress lines are printed for work longer than this (seconds
-# of audio), about every tenth of it.
-_PROGRESS_LINES_SECONDS = 600.0
+# Without a terminal (a log file, CI, nohup), a progress line a minute.
+_PROGRESS_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -591,8 +590,8 @@ def _join(
 
 
 class Progress:
-    """Seconds of audio done: a tqdm bar on a terminal; without one, a line about
-    every tenth of the work when there is a lot of it; otherwise nothing.
+    """Seconds of audio done: a tqdm bar on a terminal; without one, a line a minute
+    (work that takes less than a minute prints nothing).
 
     Args:
         total_seconds: the work, in seconds of audio.
@@ -607,7 +606,7 @@ class Progress:
         self.stream = stream
         self.desc = desc
         self.done = 0.0
-        self.next_line = total_seconds / 10
+        self.last_line = time.perf_counter()
         self.bar = None
         self.start = time.perf_counter()
         if stream is None:
@@ -629,24 +628,23 @@ class Progress:
                     "s of audio [{elapsed}<{remaining}, {rate_fmt}]",
                 )
                 return
-        if total_seconds < _PROGRESS_LINES_SECONDS:
-            self.stream = None
 
     def update(self, seconds: float) -> None:
         self.done += seconds
         if self.bar is not None:
             self.bar.update(round(seconds, 1))
-        elif self.stream is not None and self.done >= self.next_line:
-            elapsed = time.perf_counter() - self.start
+        elif self.stream is not None:
+            now = time.perf_counter()
+            if now - self.last_line < _PROGRESS_INTERVAL:
+                return
+            self.last_line = now
             print(
                 f"{self.desc}: {self.done:.0f} of {self.total:.0f} s of audio done "
                 f"({100 * self.done / max(self.total, 1e-9):.0f}%, "
-                f"{elapsed:.0f} s elapsed)",
+                f"{now - self.start:.0f} s elapsed)",
                 file=self.stream,
                 flush=True,
             )
-            while self.next_line <= self.done:
-                self.next_line += self.total / 10
 
     def clear(self) -> None:
         """Take the bar off the screen (before printing a message)."""

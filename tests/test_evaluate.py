@@ -457,9 +457,14 @@ def test_evaluate_shows_progress_without_a_terminal(
 
     import asr.posteriors
 
-    monkeypatch.setattr(asr.posteriors, "_PROGRESS_LINES_SECONDS", 0.0)
+    monkeypatch.setattr(asr.posteriors, "_PROGRESS_INTERVAL", 0.0)  # every batch
     stream = io.StringIO()
     evaluate(espeak_manifests["dev"], fitted_checkpoint, progress=stream)
     lines = stream.getvalue().splitlines()
     assert lines and all(line.startswith("evaluating: ") for line in lines), lines
     assert lines[-1].split("(")[1].startswith("100%")
+    # the default: a line a minute, so a run this short prints none
+    monkeypatch.setattr(asr.posteriors, "_PROGRESS_INTERVAL", 60.0)
+    stream = io.StringIO()
+    evaluate(espeak_manifests["dev"], fitted_checkpoint, progress=stream)
+    assert stream.getvalue() == ""
