@@ -8,11 +8,13 @@ APT_STAMP := .venv/.apt-ok
 
 # Debian packages: KenLM build deps, text-to-speech voices for the synthetic corpus,
 # sox for channel effects, wordnet for the offline text source, libsndfile for soundfile,
-# tcmalloc for the `asr` command (asr/malloc.py: glibc's malloc grows and slows training).
+# tcmalloc for the `asr` command (asr/malloc.py: glibc's malloc grows and slows training),
+# Chromium and its driver for the browser test of `asr serve`'s page, DejaVu fonts for OCR.
 APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-system-dev \
 	libboost-thread-dev libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev \
 	espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
-	sox wordnet-base libsndfile1 libtcmalloc-minimal4
+	sox wordnet-base libsndfile1 libtcmalloc-minimal4 \
+	chromium chromium-driver fonts-dejavu-core
 
 .PHONY: setup test test-fast test-cuda cuda-wheels demo bench lint format clean
 
