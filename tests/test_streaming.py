@@ -383,3 +383,29 @@ def test_a_segment_without_a_pause_is_cut_at_its_last_gap():
     assert len(finals) == 4
     assert " ".join(f["text"] for f in finals) == " ".join(["abc"] * 30)
     assert all(len(f["words"]) <= 9 for f in finals)
+
+
+def test_training_fits_global_statistics_over_the_training_audio(espeak_manifests):
+    """ASRTask.fit_global_stats (what training runs before its first step) gives
+    the statistics of all the chosen utterances' frames, batch by batch; with a
+    budget of seconds it takes utterances evenly across the manifest."""
+    from asr.audio import load_audio
+    from asr.manifest import read_manifest
+
+    utts = read_manifest(espeak_manifests["train"])
+    task = tiny_task()
+    task.fit_global_stats(utts, batch=5)
+    whole = tiny_task()
+    feats = [
+        whole.frontend.extract(w[None], torch.tensor([len(w)]))
+        for w in (load_audio(u.audio_filepath) for u in utts)
+    ]
+    frames = torch.cat([f[0][0] for f in feats], -1)  # (F, all frames)
+    whole.frontend.fit_global_stats(frames[None], torch.tensor([frames.shape[-1]]))
+    for name in ("global_mean", "global_std", "global_count"):
+        a, b = getattr(task.frontend, name), getattr(whole.frontend, name)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    total = sum(u.duration for u in utts)
+    task.fit_global_stats(utts, seconds=total / 3)
+    every_third = sum(int(f[1][0]) for f in feats[::3])
+    assert int(task.frontend.global_count) == every_third
