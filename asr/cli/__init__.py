@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from asr.cli.data import add_data_parser, run_data
+from asr.cli.stream import add_stream_parser, run_stream
 from asr.cli.transcribe import (
     add_gate_options,
     add_transcribe_parser,
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     add_transcribe_parser(sub)
+    add_stream_parser(sub)
 
     p = sub.add_parser(
         "evaluate",
@@ -176,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args)
         if args.command == "transcribe":
             return run_transcribe(args)
+        if args.command == "stream":
+            return run_stream(args)
         if args.command == "evaluate":
             return _evaluate(args)
         if args.command == "plot-alignment":
