@@ -27,7 +27,7 @@ from asr.ocr.images import (
 )
 from asr.ocr.model import CRNN, CRNNConfig
 from asr.ocr.recognize import evaluate_ocr, load_ocr_model, recognize_images
-from asr.ocr.task import OCRTask, collate, score
+from asr.ocr.task import OCRBatch, OCRTask, collate, score
 from asr.ocr.train import save_ocr_model
 
 
@@ -82,6 +82,19 @@ def test_a_set_is_the_same_whatever_the_number_of_jobs(tmp_path):
     assert [s.text for s in read_manifest(one)] == [
         line_sample(5, "test", i)[1] for i in range(6)
     ]
+
+
+def test_an_interrupted_set_is_completed_keeping_what_was_drawn(tmp_path):
+    whole = generate_set(tmp_path / "whole", "captcha", 5, seed=1, split="dev")
+    part = generate_set(tmp_path / "part", "captcha", 3, seed=1, split="dev")
+    kept = (part.parent / "000001.png").stat().st_mtime_ns
+    (part.parent / "000002.png").unlink()  # as if the run stopped here
+    part = generate_set(tmp_path / "part", "captcha", 5, seed=1, split="dev")
+    assert (part.parent / "000001.png").stat().st_mtime_ns == kept
+    assert part.read_text() == whole.read_text()
+    for i in range(5):
+        name = f"{i:06d}.png"
+        assert (part.parent / name).read_bytes() == (whole.parent / name).read_bytes()
 
 
 def test_read_image_scales_to_the_height_and_inverts(tmp_path):
@@ -159,26 +172,61 @@ def test_score_counts_sequences_and_characters():
     assert result["cer"] == pytest.approx(2 / 10)
 
 
-def test_our_ctc_and_torchs_give_the_same_loss_and_gradients():
+def captcha_task(impl: str) -> OCRTask:
+    """The CAPTCHA configuration's model (conf/ocr/captcha.yaml), seeded."""
     torch.manual_seed(0)
-    images = [
-        np.random.default_rng(i).integers(0, 255, (32, 96), np.uint8) for i in range(4)
-    ]
-    batch = collate([(img, [1 + i, 5, 5, 9], "x") for i, img in enumerate(images)])
-    grads = {}
-    for impl in ("asr", "torch"):
-        torch.manual_seed(0)
-        task = OCRTask(
-            CAPTCHA_ALPHABET, 32, 96, {"channels": [4, 8, 8, 8]}, ctc_impl=impl
+    model = {"channels": [16, 32, 64, 64], "hidden_size": 96, "dropout": 0.0}
+    return OCRTask(CAPTCHA_ALPHABET, 32, 96, model, ctc_impl=impl)
+
+
+def check_ocr_steps(device: str, steps: int = 3) -> None:
+    """``steps`` AdamW steps of the CAPTCHA model with our CTC loss on ``device``
+    against torch's ctc_loss on the CPU, the same weights and batches: the losses
+    within 1e-3 at every step and the first step's gradients alike (cosine >
+    0.999)."""
+    rng = np.random.default_rng(0)
+    batches = [
+        collate(
+            [
+                (
+                    rng.integers(0, 255, (32, 96), np.uint8),
+                    list(rng.integers(1, 37, n)),
+                    "",
+                )
+                for n in (4, 5, 6, 6, 5, 4, 4, 6)
+            ]
         )
-        task.eval()  # no dropout: the same forward pass for both
-        loss, _, _ = task._loss(batch)
-        loss.backward()
-        grads[impl] = (loss.detach(), [p.grad.clone() for p in task.parameters()])
-    (la, ga), (lt, gt) = grads["asr"], grads["torch"]
-    assert torch.allclose(la, lt, rtol=1e-5)
-    for a, t in zip(ga, gt, strict=True):
-        assert torch.allclose(a, t, rtol=1e-4, atol=1e-6)
+        for _ in range(steps)
+    ]
+    runs = {}
+    for impl, dev in (("torch", "cpu"), ("asr", device)):
+        task = captcha_task(impl).to(dev).train()
+        opt = torch.optim.AdamW(task.parameters(), lr=3e-3)
+        losses, first = [], None
+        for b in batches:
+            b = OCRBatch(*(x.to(dev) if torch.is_tensor(x) else x for x in b))
+            loss, _, _ = task._loss(b)
+            opt.zero_grad()
+            loss.backward()
+            if first is None:
+                first = torch.cat([p.grad.flatten().cpu() for p in task.parameters()])
+            opt.step()
+            losses.append(float(loss))
+        runs[impl] = (losses, first)
+    (ref, g_ref), (ours, g_ours) = runs["torch"], runs["asr"]
+    assert ours == pytest.approx(ref, rel=1e-3), (ours, ref)
+    assert ours[-1] < ours[0]
+    cosine = torch.nn.functional.cosine_similarity(g_ours, g_ref, dim=0)
+    assert cosine > 0.999, float(cosine)
+
+
+def test_the_captcha_model_steps_alike_with_our_ctc_and_torchs_on_the_cpu():
+    check_ocr_steps("cpu")
+
+
+@pytest.mark.cuda
+def test_the_captcha_model_steps_on_cuda_with_our_ctc_as_on_the_cpu_with_torchs():
+    check_ocr_steps("cuda")
 
 
 @pytest.fixture

@@ -182,10 +182,16 @@ def _captcha_generator():  # noqa: ANN202 (captcha.image.ImageCaptcha)
     return ImageCaptcha(width=160, height=60)
 
 
-def captcha_sample(seed: int, split: str, index: int) -> tuple[Image.Image, str]:
-    """CAPTCHA number ``index`` of ``split``: ``(160 x 60 RGB image, its text)``."""
+def captcha_sample(
+    seed: int, split: str, index: int, draw: bool = True
+) -> tuple[Image.Image | None, str]:
+    """CAPTCHA number ``index`` of ``split``: ``(160 x 60 RGB image, its text)``;
+    with ``draw=False`` the text alone (the image is None): the text is drawn
+    first, so it is known without drawing the image."""
     rng = random.Random(f"captcha:{seed}:{split}:{index}")
     text = "".join(rng.choice(CAPTCHA_ALPHABET) for _ in range(rng.randint(4, 6)))
+    if not draw:
+        return None, text
     with _captcha_drawing_from(rng):
         image = _captcha_generator().generate_image(text)
     return image, text
@@ -243,10 +249,12 @@ def line_sample(
     seed: int,
     split: str,
     index: int,
+    draw: bool = True,
     wordnet_dir: Path = WORDNET_DIR,
     font_dir: Path = DEJAVU_DIR,
-) -> tuple[Image.Image, str]:
-    """Text line number ``index`` of ``split``: ``(grayscale image, its text)``.
+) -> tuple[Image.Image | None, str]:
+    """Text line number ``index`` of ``split``: ``(grayscale image, its text)``;
+    with ``draw=False`` the text alone (the image is None).
 
     1-4 lemmas; font, size (18-40 px), slant (a shear of -0.35..0.35), blur
     (Gaussian, radius 0-1.2 px), noise (Gaussian, sigma 0-12 gray levels) and the
@@ -255,6 +263,8 @@ def line_sample(
     rng = random.Random(f"lines:{seed}:{split}:{index}")
     words = lemmas(wordnet_dir)
     text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 4)))
+    if not draw:
+        return None, text
     font = _font(rng.choice(line_fonts(font_dir)), rng.randint(18, 40))
     paper, ink = rng.randint(170, 255), rng.randint(0, 90)
     left, top, right, bottom = font.getbbox(text)
@@ -291,12 +301,16 @@ def line_sample(
 def _write_one(job: tuple[str, int, str, int, str]) -> tuple[str, str]:
     kind, seed, split, index, out_dir = job
     make = captcha_sample if kind == "captcha" else line_sample
-    image, text = make(seed, split, index)
-    buffer = io.BytesIO()
-    image.save(buffer, format="png")
     name = f"{index:06d}.png"
-    # durable=False: thousands of files a rerun remakes; each is still whole or absent
-    atomic_write_bytes(Path(out_dir) / name, buffer.getbuffer(), durable=False)
+    path = Path(out_dir) / name
+    # An image already there was written whole (atomically) by an interrupted run
+    # with the same sample: only its text is needed.
+    image, text = make(seed, split, index, draw=not path.is_file())
+    if image is not None:
+        buffer = io.BytesIO()
+        image.save(buffer, format="png")
+        # durable=False: thousands of files a rerun remakes; each whole or absent
+        atomic_write_bytes(path, buffer.getbuffer(), durable=False)
     return name, text
 
 
@@ -311,6 +325,10 @@ def generate_set(
     """Write ``count`` images of ``kind`` (``captcha`` or ``lines``) and their
     manifest ``out_dir/manifest.jsonl`` (one ``{"image_filepath", "text"}`` a line,
     paths relative to it), written last: a set with a manifest is complete.
+
+    Resumable: the images an interrupted run (with the same kind, seed and split)
+    left are kept, and only the missing ones drawn; a larger ``count`` extends a
+    set.
 
     Returns:
         The manifest's path.
