@@ -21,8 +21,8 @@ data=data/ocr
 exp=exp/ocr
 config=conf/ocr/captcha.yaml
 lines_config=conf/ocr/lines.yaml
-captcha_counts="20000 1000 2000"  # train dev test
-lines_counts="40000 1000 2000"
+captcha_counts="12000 1000 2000"  # train dev test
+lines_counts="10000 500 1000"
 python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 extra=()
 
