@@ -211,7 +211,7 @@ def check_ocr_steps(device: str, steps: int = 3) -> None:
             if first is None:
                 first = torch.cat([p.grad.flatten().cpu() for p in task.parameters()])
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         runs[impl] = (losses, first)
     (ref, g_ref), (ours, g_ours) = runs["torch"], runs["asr"]
     assert ours == pytest.approx(ref, rel=1e-3), (ours, ref)
