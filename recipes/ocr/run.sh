@@ -7,7 +7,7 @@
 #   0 generate CAPTCHAs  1 train on them  2 evaluate on held-out CAPTCHAs
 #   3 generate text lines  4 train on them  5 evaluate on held-out lines
 #
-#   bash recipes/ocr/run.sh --stop-stage 2   # CAPTCHAs: make demo-ocr (~15 min, 2 CPUs)
+#   bash recipes/ocr/run.sh --stop-stage 2   # CAPTCHAs: make demo-ocr (5 min of CPU for training)
 #   bash recipes/ocr/run.sh --stage 3        # text lines
 #
 # All logic lives in the Python package; this script only sequences it.
