@@ -16,7 +16,7 @@ APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-syst
 	sox wordnet-base libsndfile1 libtcmalloc-minimal4 \
 	chromium chromium-driver fonts-dejavu-core
 
-.PHONY: setup test test-fast test-cuda cuda-wheels demo demo-streaming bench lint format clean
+.PHONY: setup test test-fast test-cuda cuda-wheels demo demo-streaming demo-ocr bench lint format clean
 
 setup: $(APT_STAMP) $(VENV_STAMP) $(KENLM_BINS)
 
@@ -71,7 +71,8 @@ test-cuda:
 
 # What the CUDA checks need beyond torch, lightning and numpy, for a GPU machine
 # without a registry: manylinux x86-64 wheels for Python 3.11-3.13, into .whl/.
-CUDA_WHEELS := soundfile cffi pycparser soxr rapidfuzz pytest pytest-timeout iniconfig pluggy packaging
+CUDA_WHEELS := soundfile cffi pycparser soxr rapidfuzz pytest pytest-timeout iniconfig pluggy packaging \
+	pillow captcha
 cuda-wheels: | .venv/bin/python
 	@for v in 3.11 3.12 3.13; do \
 	  $(PY) -m pip download -q --only-binary=:all: --no-deps -d .whl \
@@ -91,6 +92,12 @@ demo: setup
 demo-streaming: setup
 	PYTHON=$(PY) bash recipes/synthetic/run.sh --config conf/synthetic/streaming.yaml \
 		--exp exp/streaming
+
+# Text in images: CAPTCHAs generated from a seed, a CRNN trained with our CTC loss
+# for a budget of steps, scored on held-out CAPTCHAs; leaves exp/ocr/model.ckpt.
+# The text-line stages: bash recipes/ocr/run.sh --stage 3.
+demo-ocr: setup
+	PYTHON=$(PY) bash recipes/ocr/run.sh --stop-stage 2
 
 # The decoding bench needs a trained model and its data: `make demo` makes them.
 BENCH_CKPT ?= exp/demo/model.ckpt

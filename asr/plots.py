@@ -174,10 +174,15 @@ def training_series(
     return series, [epoch_ends[e] for e in sorted(epoch_ends)]
 
 
-def plot_training_curves(metrics_csv: Path, png: Path) -> Path:
+def plot_training_curves(
+    metrics_csv: Path,
+    png: Path,
+    rates: tuple[tuple[str, str], ...] = (("val_wer", "WER"), ("val_cer", "CER")),
+) -> Path:
     """Training loss per step, validation loss and error rates (each at the step
     where it was computed, :func:`training_series`), from ``metrics.csv`` to
-    ``png``; dotted lines mark the ends of epochs."""
+    ``png``; dotted lines mark the ends of epochs. ``rates``: the ``(metric,
+    label)`` pairs drawn in percent."""
     plt = _pyplot()
     series, epoch_ends = training_series(metrics_csv)
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
@@ -191,7 +196,7 @@ def plot_training_curves(metrics_csv: Path, png: Path) -> Path:
         ax_loss.plot(xs, ys, "o-", color="C1", label="validation")
     ax_loss.set_ylabel("CTC loss")
     ax_loss.set_yscale("log")
-    for key, label in (("val_wer", "WER"), ("val_cer", "CER")):
+    for key, label in rates:
         if key in series:
             xs, ys = zip(*series[key], strict=True)
             ax_err.plot(xs, [100 * y for y in ys], "o-", label=f"validation {label}")

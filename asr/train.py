@@ -202,7 +202,8 @@ class ProgressLog(L.Callback):
         )
 
     def _epoch(self, trainer: L.Trainer) -> str:
-        total = f"/{trainer.max_epochs}" if trainer.max_epochs else ""
+        # max_epochs is -1 when a step budget alone ends training
+        total = f"/{trainer.max_epochs}" if (trainer.max_epochs or 0) > 0 else ""
         return f"epoch {trainer.current_epoch + 1}{total}"
 
     def on_train_epoch_start(

@@ -17,10 +17,15 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-BASES = {"synthetic": "demo.yaml", "librispeech": "ds2_1gpu.yaml"}
+BASES = {
+    "synthetic": "demo.yaml",
+    "librispeech": "ds2_1gpu.yaml",
+    "ocr": "captcha.yaml",
+}
 DELTAS = {
     "synthetic": ["large", "xl", "toy", "streaming"],
     "librispeech": ["ds2_paper"],
+    "ocr": ["lines"],
 }
 # Dict arguments (ASRTask's model and frontend): a later config replaces such a dict
 # whole, so a delta that changes one of their keys gives them all.
@@ -195,3 +200,26 @@ def test_librispeech_configs_resolve(name, capsys):
         assert model["model_preset"] == "paper" and batch == 512
         assert trainer["devices"] == -1
         assert model["spec_augment"] is None and trainer["max_epochs"] == 20
+
+
+@pytest.mark.parametrize("name", ["captcha", "lines"])
+def test_ocr_configs_resolve(name, capsys):
+    from asr.ocr.train import run_ocr_training
+
+    with pytest.raises(SystemExit) as done:
+        run_ocr_training(
+            ["--config", str(CONF / "ocr" / f"{name}.yaml"), "--print_config"]
+        )
+    assert done.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    trainer, model, data = config["trainer"], config["model"], config["data"]
+    # the budget is steps, the one-cycle schedule's length, not a clock
+    assert trainer["max_steps"] > 0 and trainer["max_time"] is None
+    # what the model reads is set once, in data:, and linked to model:
+    assert {"alphabet", "height", "width"} <= set(data)
+    assert not {"alphabet", "height", "width"} & set(model)
+    assert model["ctc_impl"] == "asr"
+    assert data["train_manifest"] == f"data/ocr/{name}/train/manifest.jsonl"
+    assert trainer["default_root_dir"] == (
+        "exp/ocr" if name == "captcha" else "exp/ocr-lines"
+    )

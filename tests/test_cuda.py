@@ -193,6 +193,7 @@ def test_make_test_cuda_without_a_gpu_says_so_and_exits_0():
     assert done.returncode == 0, done.stderr
     assert "no CUDA device here; skipped every check" in done.stdout
     assert "asr transcribe --device cuda vs cpu" in done.stdout
+    assert "OCR CRNN: CUDA steps" in done.stdout
 
 
 def test_the_cuda_summary_fails_on_a_failed_or_missing_check():
@@ -204,9 +205,10 @@ def test_the_cuda_summary_fails_on_a_failed_or_missing_check():
         "test_cuda.py::test_the_demo_model_steps_in_bf16_on_cuda": "passed",
         "test_probe.py::test_the_probe_measures_the_largest_batch_on_cuda": "passed",
         "test_cuda.py::test_transcribe_on_cuda_gives_the_cpus_text": "passed",
+        "test_ocr.py::test_the_captcha_model_steps_on_cuda_with_our_ctc": "passed",
     }
     table, ok = check.summary(passed, (0, "tables"))
-    assert ok and "FAIL" not in table and table.count(" ok ") >= 7
+    assert ok and "FAIL" not in table and table.count(" ok ") >= 8
     failed = {**passed, "test_probe.py::test_the_probe_measures": "failed: OOM"}
     table, ok = check.summary(failed, (0, "tables"))
     assert not ok and "FAIL" in table and "OOM" in table

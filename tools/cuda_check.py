@@ -6,9 +6,10 @@ summary table printed last.
 
 It runs with whatever Python it is given (a GPU machine's own, holding PyTorch,
 Lightning and numpy: `make test-cuda PYTHON=python3`), the source tree on its path,
-no set-up. What the checks need beyond that (soundfile, soxr, rapidfuzz, pytest)
-`make cuda-wheels` downloads into .whl/ where pip works; this script installs them
-from there (`pip install --no-index --find-links .whl ...`) when they are missing.
+no set-up. What the checks need beyond that (soundfile, soxr, rapidfuzz, pytest,
+Pillow, captcha) `make cuda-wheels` downloads into .whl/ where pip works; this
+script installs them from there (`pip install --no-index --find-links .whl ...`)
+when they are missing.
 
 Checks (every test marked `cuda`, and the CTC benchmark):
   - our CTC loss on CUDA against torch's native CUDA loss and a float64 CPU
@@ -20,7 +21,9 @@ Checks (every test marked `cuda`, and the CTC benchmark):
   - the recurrent layers' dtype under a bf16 autocast (float32, autocast off);
   - training steps of the demo model on CUDA in bf16 against the CPU in float32;
   - the start-up memory probe (asr.probe) on the GPU;
-  - `asr transcribe --device cuda` against the CPU's text.
+  - `asr transcribe --device cuda` against the CPU's text;
+  - training steps of the OCR model (CRNN, conf/ocr/captcha.yaml) on CUDA with our
+    CTC loss against the CPU with torch's.
 
 Without a CUDA device it says so, lists the checks and exits 0.
 """
@@ -39,7 +42,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NEEDED = {"soundfile": "soundfile", "soxr": "soxr", "rapidfuzz": "rapidfuzz",
-          "pytest": "pytest", "pytest_timeout": "pytest-timeout"}  # fmt: skip
+          "pytest": "pytest", "pytest_timeout": "pytest-timeout", "PIL": "pillow",
+          "captcha": "captcha"}  # fmt: skip
 # The summary's groups: a row per group of cuda tests (by test name).
 GROUPS = [
     ("CTC loss: CUDA vs torch's and float64 CPU", r"test_ctc\.py::(?!.*graph)"),
@@ -48,6 +52,7 @@ GROUPS = [
     ("demo model: bf16 steps on CUDA vs float32 CPU", r"test_cuda\.py::.*steps"),
     ("memory probe on the GPU", r"test_probe\.py::"),
     ("asr transcribe --device cuda vs cpu", r"test_cuda\.py::.*transcribe"),
+    ("OCR CRNN: CUDA steps (our CTC) vs CPU (torch's)", r"test_ocr\.py::"),
 ]  # fmt: skip
 # DeepSpeech2's shapes: batch x output frames x classes (29 characters; a BPE-like
 # 1000 to see the compact emission table).

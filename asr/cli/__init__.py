@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from asr.cli.data import add_data_parser, run_data
+from asr.cli.ocr import add_ocr_parser, run_ocr, run_ocr_train
 from asr.cli.stream import add_stream_parser, run_stream
 from asr.cli.transcribe import (
     add_gate_options,
@@ -72,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if argv and argv[0] == "train":
         return _train(argv[1:])
+    if argv[:2] == ["ocr", "train"]:
+        return run_ocr_train(argv[2:])
     parser = argparse.ArgumentParser(
         prog="asr",
         description="DeepSpeech2 speech recognition: train, transcribe, score.",
@@ -83,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_help=False,
     )
     add_data_parser(sub)
+    add_ocr_parser(sub)
 
     p = sub.add_parser("manifest", help="JSON Lines manifest from a LibriSpeech tree")
     p.add_argument("tree", type=Path, help="directory holding SPK/CHAPTER/*.flac")
@@ -171,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "data":
         return run_data(args)
+    if args.command == "ocr":
+        return run_ocr(args)
     try:
         if args.command == "manifest":
             return _manifest(args)
