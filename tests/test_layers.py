@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asr"
 LAYERS: list[set[str]] = [
     {"text", "audio", "metrics", "ctc", "gru", "atomic", "malloc", "configs"},
     {"features", "augment", "model", "manifest", "lm"},
-    {"decoding"},
+    {"decoding", "layouts"},
     {"inference"},
     {"data"},
     {"datamodule", "task", "posteriors", "plots", "probe"},
