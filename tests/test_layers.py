@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"features", "augment", "model", "manifest", "lm"},
     {"decoding", "layouts"},
     {"inference"},
-    {"data"},
+    {"data", "finetune"},
     {"datamodule", "task", "posteriors", "plots", "probe"},
     {"transcribe", "evaluate", "tune", "librispeech", "synthetic"},
     {"formats", "train"},
