@@ -6,7 +6,8 @@ options, :func:`asr.synthetic.plan.plan_corpus`), takes that speaker as it was m
 -- engine, voice, tempo, pitch, speed and channel -- and has it say WordNet
 sentences that no dev or test speaker of the corpus says, shuffled with ``seed``:
 ``OUT/train`` about ``minutes`` of them, ``OUT/dev`` about ``dev_minutes`` more,
-in the corpus's LibriSpeech layout (chapters ``CHAPTER+1`` and ``CHAPTER+2``, so
+planned from the lengths of the speaker's own recordings in the corpus, in the
+corpus's LibriSpeech layout (chapters ``CHAPTER+1`` and ``CHAPTER+2``, so
 no id collides with the corpus's). It is the data of a fine-tuning experiment: a
 few minutes of a voice the model does poorly on, to adapt it with
 (recipes/synthetic/finetune.sh).
@@ -63,9 +64,14 @@ def _corpus_options(corpus: Path) -> Options:
         raise CorpusError(f"{path}: not a synthetic corpus's options ({e})") from None
 
 
-def _check_recorded(corpus: Path, plan: SpeakerPlan) -> None:
+def _check_recorded(corpus: Path, plan: SpeakerPlan) -> float:
     """Refuse a re-planned speaker that is not the one ``voices.json`` recorded
-    (another WordNet, or other voices installed, give another plan)."""
+    (another WordNet, or other voices installed, give another plan).
+
+    Returns:
+        How much longer the speaker's recorded utterances are than
+        :func:`estimate_seconds` said (1.2: 20 % longer), to plan by.
+    """
     path = corpus / "voices.json"
     try:
         recorded = json.loads(path.read_text(encoding="utf-8"))["speakers"]
@@ -89,18 +95,30 @@ def _check_recorded(corpus: Path, plan: SpeakerPlan) -> None:
             f"{path}: speaker {s.speaker_id} was made with other settings than this "
             "machine's WordNet and voices give it now; its speech cannot be remade"
         )
+    estimated = sum(
+        estimate_seconds(u.sentence, s.engine, s.rate, s.speed) for u in plan.utterances
+    )
+    recorded_seconds = entry.get("seconds")
+    if not isinstance(recorded_seconds, (int, float)) or not estimated:
+        return 1.0
+    return max(0.25, min(4.0, recorded_seconds / estimated))
 
 
 def _take(
-    sentences: list[Sentence], start: int, speaker_plan: SpeakerPlan, seconds: float
+    sentences: list[Sentence],
+    start: int,
+    speaker_plan: SpeakerPlan,
+    seconds: float,
+    scale: float,
 ) -> int:
-    """The index after the sentences, from ``start``, that fill ``seconds``."""
+    """The index after the sentences, from ``start``, whose estimated lengths
+    (times ``scale``) first reach ``seconds``."""
     s = speaker_plan.speaker
     total, i = 0.0, start
     while total < seconds:
         if i >= len(sentences):
             raise CorpusError("not enough held-out-free WordNet sentences left")
-        total += estimate_seconds(sentences[i], s.engine, s.rate, s.speed)
+        total += scale * estimate_seconds(sentences[i], s.engine, s.rate, s.speed)
         i += 1
     return i
 
@@ -151,7 +169,8 @@ def generate_voice(
             f"{corpus}: no speaker {speaker!r} (dev and test speakers: {known})"
         )
     plan = found[0]
-    _check_recorded(corpus, plan)
+    # the planning estimate is per engine; this speaker's own recordings say more
+    scale = _check_recorded(corpus, plan)
     held = {
         u.sentence.transcript
         for p in plans
@@ -161,8 +180,8 @@ def generate_voice(
     free = [s for s in sentences if s.transcript not in held]
     order = np.random.default_rng([seed, 29, int(speaker)]).permutation(len(free))
     free = [free[i] for i in order]
-    end_train = _take(free, 0, plan, minutes * 60)
-    end_dev = _take(free, end_train, plan, dev_minutes * 60)
+    end_train = _take(free, 0, plan, minutes * 60, scale)
+    end_dev = _take(free, end_train, plan, dev_minutes * 60, scale)
     splits = {"train": free[:end_train], "dev": free[end_train:end_dev]}
     made: list[SpeakerPlan] = []
     for k, (split, texts) in enumerate(splits.items(), 1):

@@ -21,6 +21,7 @@ exp=exp/finetune
 minutes=10
 dev_minutes=2
 epochs=8
+per_voice=60  # test utterances scored per voice (0: all)
 jobs=2
 speaker=""   # default: the worst test voice (stage 0)
 python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
@@ -29,7 +30,8 @@ usage() {
   sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
   echo "options: --stage N --stop-stage N --model CKPT --data DIR (the demo's corpus"
   echo "         and manifests) --exp DIR --minutes M --dev-minutes M --epochs N"
-  echo "         --speaker ID (skip the choice) --jobs N"
+  echo "         --speaker ID (skip the choice) --per-voice N (test utterances per"
+  echo "         voice, default $per_voice; 0: all) --jobs N"
 }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
     --dev-minutes) dev_minutes=$2; shift 2 ;;
     --epochs) epochs=$2; shift 2 ;;
     --speaker) speaker=$2; shift 2 ;;
+    --per-voice) per_voice=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "finetune.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -66,9 +69,13 @@ if run_stage 0; then
   if [ -f "$exp/before/.done" ]; then
     log "stage 0: $model already scored per voice in $exp/before, skipping"
   else
-    log "stage 0: scoring $model on $data/test.jsonl, per voice"
+    # The first N utterances of every test voice: the scores of each arm on the
+    # same utterances, in minutes on a shared CPU.
+    log "stage 0: $per_voice utterances per voice of $data/test.jsonl -> $exp/test.jsonl"
+    report subset "$data/test.jsonl" "$per_voice" "$exp/test.jsonl"
+    log "stage 0: scoring $model on $exp/test.jsonl, per voice"
     mkdir -p "$exp/before"
-    "$python" -m asr evaluate "$data/test.jsonl" --checkpoint "$model" --json \
+    "$python" -m asr evaluate "$exp/test.jsonl" --checkpoint "$model" --json \
       --report "$exp/before/test.greedy.report.txt" > "$exp/before/test.json"
     touch "$exp/before/.done"
   fi
@@ -96,8 +103,8 @@ if run_stage 2; then
     log "stage 2: $voice/$split -> $voice/$split.jsonl"
     "$python" -m asr manifest "$voice/$split" -o "$voice/$split.jsonl"
   done
-  log "stage 2: speaker $speaker's utterances of $data/test.jsonl -> $voice/test.jsonl"
-  report select "$data/test.jsonl" "$speaker" "$voice/test.jsonl"
+  log "stage 2: speaker $speaker's utterances of $exp/test.jsonl -> $voice/test.jsonl"
+  report select "$exp/test.jsonl" "$speaker" "$voice/test.jsonl"
 fi
 
 train() {  # train NAME CONFIG [asr train options]: one arm, resumable, in $exp/NAME
@@ -137,7 +144,7 @@ fi
 
 if run_stage 5; then
   log "stage 5: the fine-tuned model on every test voice (forgetting included)"
-  "$python" -m asr evaluate "$data/test.jsonl" --checkpoint "$exp/tuned/model.ckpt" \
+  "$python" -m asr evaluate "$exp/test.jsonl" --checkpoint "$exp/tuned/model.ckpt" \
     --json > "$exp/tuned/test.json"
   log "stage 5: the model from scratch on speaker $speaker's test utterances"
   "$python" -m asr evaluate "$voice/test.jsonl" --checkpoint "$exp/scratch/model.ckpt" \

@@ -1,6 +1,7 @@
 """The small steps of recipes/synthetic/finetune.sh that are not `asr` commands:
 
     finetune_report.py worst BEFORE.json              the test voice with the worst CER
+    finetune_report.py subset TEST.jsonl N OUT.jsonl     the first N of every voice
     finetune_report.py select TEST.jsonl SPK OUT.jsonl   that voice's test utterances
     finetune_report.py table --speaker SPK --before B.json --tuned T.json \
         --scratch S.json --runs EXP/tuned EXP/scratch    the RESULTS.md tables
@@ -35,6 +36,18 @@ def select(args: argparse.Namespace) -> None:
     if not utts:
         sys.exit(f"{args.manifest}: no utterance of speaker {args.speaker}")
     write_manifest(args.out, utts)
+
+
+def subset(args: argparse.Namespace) -> None:
+    from asr.manifest import read_manifest, write_manifest
+
+    seen: dict[str | None, int] = {}
+    kept = []
+    for u in read_manifest(args.manifest):
+        seen[u.speaker] = seen.get(u.speaker, 0) + 1
+        if args.n <= 0 or seen[u.speaker] <= args.n:
+            kept.append(u)
+    write_manifest(args.out, kept)
 
 
 def run_facts(run: Path) -> tuple[int, str]:
@@ -100,13 +113,18 @@ def main() -> None:
     p.add_argument("manifest", type=Path)
     p.add_argument("speaker")
     p.add_argument("out", type=Path)
+    p = sub.add_parser("subset")
+    p.add_argument("manifest", type=Path)
+    p.add_argument("n", type=int)
+    p.add_argument("out", type=Path)
     p = sub.add_parser("table")
     p.add_argument("--speaker", required=True)
     for name in ("before", "tuned", "scratch"):
         p.add_argument(f"--{name}", type=Path, required=True)
     p.add_argument("--runs", type=Path, nargs=2, required=True)
     args = parser.parse_args()
-    {"worst": worst, "select": select, "table": table}[args.command](args)
+    commands = {"worst": worst, "subset": subset, "select": select, "table": table}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":
