@@ -5,6 +5,7 @@
     finetune_report.py select TEST.jsonl SPK OUT.jsonl   that voice's test utterances
     finetune_report.py table --speaker SPK --before B.json --tuned T.json \
         --scratch S.json --runs EXP/tuned EXP/scratch    the RESULTS.md tables
+        (a run: its directory, or the checkpoint that was scored)
 
 BEFORE/T/S.json are `asr evaluate --json` outputs (with per-speaker counts).
 """
@@ -51,20 +52,18 @@ def subset(args: argparse.Namespace) -> None:
 
 
 def run_facts(run: Path) -> tuple[int, str]:
-    """(optimizer steps, the wall time its log reports) of a training run."""
+    """(optimizer steps, the wall time its log reports or "-") of a training run:
+    its directory (its last.ckpt) or one of its checkpoints."""
     import torch
 
-    ckpt = torch.load(
-        run / "logs" / "checkpoints" / "last.ckpt",
-        map_location="cpu",
-        weights_only=True,
-    )
-    log = Path(f"{run}.log")
-    wall = "?"
+    ckpt = run if run.is_file() else run / "logs" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    log = Path(f"{run.parent if run.is_file() else run}.log")
+    wall = "-"
     if log.is_file():
         found = re.findall(r"training: .*? in (\d+ min \d+ s)", log.read_text())
-        wall = found[-1] if found else "?"
-    return int(ckpt["global_step"]), wall
+        wall = found[-1] if found else "-"
+    return int(state["global_step"]), wall
 
 
 def pct(x: float) -> str:
