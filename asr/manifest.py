@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -560,7 +561,8 @@ def validate_utterances(
       infinite, the usual cause of inf/NaN losses in DeepSpeech2 training.
     - "duration mismatch": the ``duration`` is not what the audio holds (the whole
       file's length for an utterance without ``offset``; no more than what follows
-      the offset for a segment), beyond :data:`DURATION_TOLERANCE` (and 1%): batches
+      the offset for a segment: an utterance with an offset, or one of several of
+      the same file), beyond :data:`DURATION_TOLERANCE` (and 1%): batches
       are planned from the durations, so a wrong one misleads the sampler.
     - "too long": ``duration`` above ``max_duration`` (an hour-long recording in a
       training set would make a batch of its own too large for the device).
@@ -583,6 +585,8 @@ def validate_utterances(
     Returns:
         The report; ``report.kept`` is the clean subset.
     """
+    utterances = list(utterances)
+    shared = Counter(u.audio_filepath for u in utterances)
     report = ValidationReport(total=0)
     seen: dict[str, tuple[int, Utterance]] = {}  # id -> (index, utterance)
     headers: dict[str, AudioInfo | AudioError] = {}
@@ -622,9 +626,12 @@ def validate_utterances(
             else:
                 available = header.duration - u.offset
                 slack = max(DURATION_TOLERANCE, 0.01 * available)
+                # Several utterances of one file are segments of it (a Kaldi
+                # segments file), the first possibly at offset 0.
+                segment = bool(u.offset) or shared[u.audio_filepath] > 1
                 wrong = u.duration <= _LONGEST and (
                     u.duration > available + slack
-                    if u.offset
+                    if segment
                     else abs(u.duration - available) > slack
                 )
                 if wrong:

@@ -30,6 +30,7 @@ from asr.ctc import resolve_ctc_loss
 from asr.data import Batch, SpeechDataset, collate
 from asr.decoding import greedy_decode
 from asr.features import build_frontend
+from asr.finetune import checkpoint_frontend, copy_weights, freeze_layers, read_init
 from asr.inference import CHECKPOINT_FORMAT
 from asr.metrics import error_rates
 from asr.model import PRESETS, DeepSpeech2, ModelConfig, count_parameters
@@ -115,6 +116,16 @@ class ASRTask(L.LightningModule):
             checkpoint (a resumed run keeps them). Log-mel statistics settle
             within minutes of speech: the default hour leaves them stable to a
             fraction of a percent at a fraction of an epoch's reading.
+        init_from: fine-tune: start from the weights of this slim ``model.ckpt`` or
+            Lightning checkpoint, whose frontend, vocabulary and architecture the
+            run takes (``model`` keys override the architecture; ``model_preset``
+            is not used). Only the weights: the optimizer starts anew
+            (:mod:`asr.finetune`).
+        vocab: the output vocabulary, the blank first (default: the checkpoint's
+            with ``init_from``, else :data:`asr.text.VOCAB`). Fine-tuning to a new
+            one keeps the output rows of the characters both share.
+        freeze: layers of the model held fixed in training (``convs``,
+            ``conv_norms``, ``rnns.0``...; :func:`asr.finetune.freeze_layers`).
     """
 
     def __init__(
@@ -133,13 +144,20 @@ class ASRTask(L.LightningModule):
         phone_layer: int = -1,
         seed: int = 0,
         global_stats_seconds: float | None = 3600.0,
+        init_from: str | None = None,
+        vocab: list[str] | None = None,
+        freeze: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if model_preset not in PRESETS:
             known = ", ".join(PRESETS)
             raise ValueError(f"unknown model_preset {model_preset!r}; choose: {known}")
-        self.tokenizer = CharTokenizer()
+        init = read_init(init_from) if init_from else None
+        if vocab is not None:
+            self.tokenizer = CharTokenizer(vocab)
+        else:
+            self.tokenizer = init.tokenizer if init else CharTokenizer()
         # The audio's rate is set once (data.sample_rate, linked to this argument);
         # a frontend setting that says otherwise would build features for audio
         # the data module never delivers.
@@ -149,19 +167,27 @@ class ASRTask(L.LightningModule):
                 f"frontend.sample_rate {given_rate!r} differs from the model's "
                 f"sample_rate {sample_rate!r} (set data.sample_rate alone)"
             )
-        self.frontend = build_frontend(
-            {"kind": "spectrogram", "sample_rate": sample_rate, **(frontend or {})}
-        )
+        if init is not None:
+            assert init_from is not None
+            fe = checkpoint_frontend(init_from, init, frontend, sample_rate)
+            architecture = init.model.config.to_dict()
+        else:
+            fe = {"kind": "spectrogram", "sample_rate": sample_rate, **(frontend or {})}
+            architecture = {**ModelConfig().to_dict(), **PRESETS[model_preset]}
+        self.frontend = build_frontend(fe)
         config = ModelConfig.from_dict(
             {
-                **ModelConfig().to_dict(),
-                **PRESETS[model_preset],
+                **architecture,
                 **(model or {}),
                 "n_features": self.frontend.n_features,
                 "vocab_size": len(self.tokenizer),
             }
         )
         self.model = DeepSpeech2(config)
+        if init is not None:
+            assert init_from is not None
+            copy_weights(init_from, init, self.frontend, self.model, self.tokenizer)
+        self._frozen = freeze_layers(self.model, freeze or [])
         if not -config.rnn_layers <= phone_layer < config.rnn_layers:
             raise ValueError(
                 f"phone_layer {phone_layer} is outside the {config.rnn_layers} "
@@ -463,10 +489,20 @@ class ASRTask(L.LightningModule):
 
     # -- optimisation ---------------------------------------------------------------
 
+    def train(self, mode: bool = True) -> ASRTask:
+        super().train(mode)
+        for module in getattr(
+            self, "_frozen", []
+        ):  # batch-norm statistics held with the weights
+            module.eval()
+        return self
+
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         decay, no_decay = [], []
         for name, p in self.named_parameters():
+            if not p.requires_grad:  # model.freeze
+                continue
             (no_decay if p.dim() < 2 or "norm" in name else decay).append(p)
         optimizer = torch.optim.AdamW(
             [

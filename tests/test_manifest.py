@@ -383,6 +383,7 @@ def frames_10ms(seconds: float) -> int:
 def test_validation_categories(tmp_path: Path) -> None:
     ok = tone(tmp_path / "ok.wav", 1.0)
     short = tone(tmp_path / "short.wav", 0.1)
+    whole = tone(tmp_path / "whole.wav", 1.0)
     utterances = [
         Utterance(str(ok), 1.0, "hello world", id="good"),
         Utterance(str(tmp_path / "missing.wav"), 1.0, "hello", id="missing"),
@@ -397,16 +398,18 @@ def test_validation_categories(tmp_path: Path) -> None:
         Utterance(str(ok), 0.5, "beyond", offset=1.0, id="late"),
         Utterance(str(ok), 1.0, "unnamed"),
         # the manifest's duration against the audio's (tolerance 0.1 s)
-        Utterance(str(ok), 0.5, "half", id="half"),
+        Utterance(str(whole), 0.5, "half", id="half"),
+        # one of several utterances of a file is a segment of it, even at offset 0
+        Utterance(str(ok), 0.4, "first", id="first"),
         Utterance(str(ok), 0.5, "segment", offset=0.4, id="segment"),
         Utterance(str(ok), 0.9, "past the end", offset=0.4, id="past"),
         Utterance(str(ok), 1e308, "forever", id="forever"),
     ]
     report = validate_utterances(utterances, CharTokenizer(), frames_10ms)
     assert isinstance(report, ValidationReport)
-    assert report.total == 14 and not report.ok
+    assert report.total == 15 and not report.ok
     assert list(report.problems) == list(CATEGORIES)
-    assert [u.id for u in report.kept] == ["good", "fits", None, "segment"]
+    assert [u.id for u in report.kept] == ["good", "fits", None, "first", "segment"]
     p = report.problems
     assert p["unreadable audio"] == [
         f"missing ({tmp_path / 'missing.wav'}): file not found",
@@ -422,7 +425,7 @@ def test_validation_categories(tmp_path: Path) -> None:
     ]
     assert p["duplicate id"] == [f"good: {ok} and {ok}"]
     assert p["duration mismatch"] == [
-        f"half ({ok}): duration 0.5 s, but the audio holds 1 s",
+        f"half ({whole}): duration 0.5 s, but the audio holds 1 s",
         f"past ({ok}): duration 0.9 s, but the audio holds 0.6 s after the offset "
         "0.4 s",
         "forever: duration 1e+308 s is longer than any recording",
@@ -430,7 +433,7 @@ def test_validation_categories(tmp_path: Path) -> None:
 
     summary = report.summary(max_examples=1)
     assert summary.splitlines()[0] == (
-        "14 utterances checked: 4 kept, 10 with problems"
+        "15 utterances checked: 5 kept, 10 with problems"
     )
     assert "  unreadable audio: 2" in summary
     assert "    missing (" in summary and "    ... and 1 more" in summary

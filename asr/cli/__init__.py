@@ -88,9 +88,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_data_parser(sub)
     add_ocr_parser(sub)
 
-    p = sub.add_parser("manifest", help="JSON Lines manifest from a LibriSpeech tree")
-    p.add_argument("tree", type=Path, help="directory holding SPK/CHAPTER/*.flac")
+    p = sub.add_parser(
+        "manifest",
+        help="JSON Lines manifest from a corpus (LibriSpeech, LJSpeech, Common "
+        "Voice, Kaldi, a folder of audio + .txt)",
+        description="Read a corpus in a known layout (detected, or --layout), check "
+        "every utterance as `asr validate` does, and write the usable ones. "
+        "Exit status: 0 all usable, 1 some left out (each named) or a bad source.",
+    )
+    p.add_argument(
+        "source",
+        type=Path,
+        help="a LibriSpeech tree, a folder of audio files with same-named .txt, an "
+        "LJSpeech directory or metadata.csv, a Common Voice .tsv, a Kaldi data dir",
+    )
     p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument(
+        "--layout",
+        choices=("librispeech", "folder", "ljspeech", "commonvoice", "kaldi"),
+        help="the source's layout (default: detected)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="check against this model's vocabulary and frame rate",
+    )
+    p.add_argument(
+        "--max-examples", type=int, default=5, help="problems listed per category"
+    )
 
     p = sub.add_parser(
         "validate",
@@ -214,15 +239,31 @@ def _train(argv: list[str]) -> int:
 
 
 def _manifest(args: argparse.Namespace) -> int:
-    from asr.manifest import librispeech_manifest, write_manifest
+    from asr.layouts import import_corpus
+    from asr.manifest import write_manifest
 
-    utts = librispeech_manifest(args.tree)
+    tokenizer, output_frames = None, None
+    if args.checkpoint is not None:
+        from asr.inference import load_model
+
+        recognizer = load_model(args.checkpoint)
+        tokenizer, output_frames = recognizer.tokenizer, recognizer.output_frames
+    found = import_corpus(args.source, args.layout, tokenizer, output_frames)
+    utts = found.utterances
     write_manifest(args.output, utts)
     hours = sum(u.duration for u in utts) / 3600
     log.info(
-        "%s: %d utterances, %.2f h, from %s", args.output, len(utts), hours, args.tree
+        "%s: %d utterances, %.2f h, from %s (%s)",
+        args.output,
+        len(utts),
+        hours,
+        args.source,
+        found.layout,
     )
-    return 0
+    if found.report.ok:
+        return 0
+    print(f"{args.source}: {found.summary(args.max_examples)}", file=sys.stderr)
+    return 1
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -120,6 +120,27 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     )
 
     p = corpus.add_parser(
+        "synthetic-voice",
+        help="more speech of one speaker of a synthetic corpus, on sentences its "
+        "dev and test sets do not hold",
+        description="Re-plan a corpus from its config.json and have one of its "
+        "speakers (same voice, tempo, pitch and channel) say WordNet sentences no "
+        "dev or test speaker says: OUT/train and OUT/dev in the LibriSpeech layout.",
+    )
+    p.add_argument("corpus", type=Path, help="a corpus made by asr data synthetic")
+    p.add_argument("out_dir", type=Path, help="output directory")
+    p.add_argument("--speaker", required=True, help="the speaker's id, e.g. 9503")
+    p.add_argument("--minutes", type=float, default=10.0, help="train audio (10)")
+    p.add_argument("--dev-minutes", type=float, default=2.0, help="dev audio (2)")
+    p.add_argument("--seed", type=int, default=1, help="sentence order and noise (1)")
+    p.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes"
+    )
+    p.add_argument(
+        "--wordnet-dir", type=Path, default=DEFAULT_WORDNET_DIR, help="WordNet data.*"
+    )
+
+    p = corpus.add_parser(
         "synthetic-lm-text",
         help="LM text for the synthetic corpus: WordNet without held-out synsets",
         description="Write the training transcripts (--include) and every WordNet "
@@ -158,6 +179,7 @@ def run_data(args: argparse.Namespace) -> int:
     run = {
         "librispeech": _librispeech,
         "synthetic": _synthetic,
+        "synthetic-voice": _synthetic_voice,
         "synthetic-lm-text": _synthetic_lm_text,
     }[args.data_command]
     try:
@@ -209,6 +231,24 @@ def _synthetic(args: argparse.Namespace) -> int:
     names += ("allow_missing_engines",)
     options = {k: getattr(args, k) for k in names}
     print(generate_corpus(args.out_dir, hours=hours, **options).format())
+    return 0
+
+
+def _synthetic_voice(args: argparse.Namespace) -> int:
+    from asr.synthetic.voice import generate_voice
+
+    seconds = generate_voice(
+        args.corpus,
+        args.speaker,
+        args.out_dir,
+        minutes=args.minutes,
+        dev_minutes=args.dev_minutes,
+        seed=args.seed,
+        jobs=args.jobs,
+        wordnet_dir=args.wordnet_dir,
+    )
+    made = ", ".join(f"{split} {s / 60:.1f} min" for split, s in seconds.items())
+    print(f"{args.out_dir}: speaker {args.speaker}: {made}")
     return 0
 
 
