@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"datamodule", "task", "posteriors", "plots", "probe"},
     {"transcribe", "evaluate", "tune", "librispeech", "synthetic"},
     {"formats", "train"},
+    {"serve"},
     {"cli"},
 ]
 # The package's entry points: they import what they expose.
