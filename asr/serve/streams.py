@@ -287,6 +287,7 @@ class Dispatcher:
             "mean_batch": round(self.batched_streams / self.batches, 2)
             if self.batches
             else 0.0,
+            "stream_steps": self.batched_streams,
             "streams_served": self.served,
             "latency_ms": latency,
         }
