@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"features", "augment", "model", "manifest", "lm"},
     {"decoding"},
     {"inference"},
-    {"data"},
+    {"data", "streaming"},
     {"datamodule", "task", "posteriors", "plots", "probe"},
     {"transcribe", "evaluate", "tune", "librispeech", "synthetic"},
     {"formats", "train"},
