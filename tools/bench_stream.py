@@ -98,16 +98,20 @@ def random_checkpoint(config: Path, manifest: Path, out: Path) -> Path:
     import torch
     import yaml
 
+    from asr.configs import config_bases
     from asr.inference import save_model
     from asr.manifest import read_manifest
     from asr.task import ASRTask
 
-    with open(config) as f:
-        cfg = yaml.safe_load(f)
-    base = cfg.get("model", {})
+    # The config and its bases (``# base: FILE``), later keys over earlier ones
+    # as LightningCLI reads them: model.model and model.frontend replaced whole.
+    args: dict = {}
+    for path in config_bases(config):
+        with open(path) as f:
+            args.update((yaml.safe_load(f) or {}).get("model", {}))
     torch.manual_seed(0)
     task = ASRTask(
-        **{k: v for k, v in base.items() if k in ("model_preset", "model", "frontend")}
+        **{k: v for k, v in args.items() if k in ("model_preset", "model", "frontend")}
     )
     if task.frontend.normalize == "global":
         task.fit_global_stats(read_manifest(manifest)[:20])

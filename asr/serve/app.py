@@ -116,11 +116,8 @@ class Service:
         self.streaming_error: str | None = None
         self.model: Any = None
         self.dispatcher: Dispatcher | None = None
-        try:
-            from asr.streaming import Session, StreamingError, StreamingModel, run_batch
-        except ImportError as err:  # pragma: no cover - the package ships it
-            self.streaming_error = f"no streaming module ({err})"
-            return
+        from asr.streaming import Session, StreamingError, StreamingModel, run_batch
+
         try:
             self.model = StreamingModel.load(options.checkpoint, options.device)
         except StreamingError as err:
