@@ -174,6 +174,7 @@ def _options(args: argparse.Namespace) -> ServeOptions:
         beam_width=args.beam_width,
         silence_db=silence_db(args),
         device=args.device,
+        threads=args.threads,
         token=token,
         batch=not args.no_batch,
         streams=streams,
@@ -182,8 +183,6 @@ def _options(args: argparse.Namespace) -> ServeOptions:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import torch
-
     from asr.serve.app import Service
     from asr.serve.server import listen, run
 
@@ -192,7 +191,6 @@ def run_serve(args: argparse.Namespace) -> int:
     except ServeError as err:
         print(f"asr serve: error: {err}", file=sys.stderr)
         return 1
-    torch.set_num_threads(args.threads)
     try:
         sock = listen(args.host, args.port)
     except OSError as err:

@@ -41,6 +41,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from asr.audio import SILENCE_DB
 from asr.serve.limits import StreamLimits, UploadLimits
 from asr.serve.streams import POLICY, UNSUPPORTED, Dispatcher, error_message
 
@@ -69,8 +70,9 @@ class ServeOptions:
     alpha: float | None = None
     beta: float | None = None
     beam_width: int | None = None
-    silence_db: float | None = None
+    silence_db: float | None = SILENCE_DB
     device: str = "cpu"
+    threads: int = 1
     token: str | None = None
     batch: bool = True
     streams: StreamLimits = field(default_factory=StreamLimits)
@@ -83,11 +85,16 @@ class Service:
     the dispatcher for ``/stream`` (:attr:`streaming_error` says why not)."""
 
     def __init__(self, options: ServeOptions) -> None:
+        import torch
+
         from asr.decoding import make_decoder
         from asr.inference import load_model
         from asr.transcribe import Transcriber, model_summary
 
         self.options = options
+        # The server owns its process: one intra-op thread by default, as asr
+        # transcribe (whose JSON /transcribe answers with, "threads" included).
+        torch.set_num_threads(options.threads)
         self.recognizer = load_model(options.checkpoint, options.device)
         decoder_settings = {
             "alpha": options.alpha,
