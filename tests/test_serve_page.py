@@ -5,6 +5,7 @@ the text it shows is what `asr transcribe` gives for the same file."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 
@@ -161,3 +162,64 @@ def test_the_worklet_sends_the_microphone_at_16khz(tmp_path):
     gain = np.sqrt(np.mean(rec**2) / np.mean(audio[RATE : 3 * RATE] ** 2))
     assert 0.95 < gain < 1.05, gain
     assert snr(best) > 30.0, f"{snr(best):.1f} dB at a delay of {best:.2f} samples"
+
+
+def test_the_page_shows_the_text_of_asr_transcribe(
+    streaming_checkpoint, espeak_corpus, tmp_path, capsys
+):
+    """The fake microphone plays two held-out sentences; the finals the page
+    shows, joined, are `asr transcribe`'s text of the same file. Through a token
+    given in the page's address, as a user on another machine would open it."""
+    from asr.audio import load_audio
+    from asr.cli import main
+    from asr.serve.app import ServeOptions
+    from tests.serving import serving
+
+    files = sorted((espeak_corpus / "dev").rglob("*.flac"))[2:4]
+    silence = np.zeros(RATE, dtype=np.float32)
+    parts = [silence]  # lost in part while the page starts its worklet
+    for f in files:
+        parts += [load_audio(f, RATE).numpy(), silence]
+    parts.append(silence)  # the last final comes at its endpoint
+    audio = np.concatenate(parts)
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, audio, RATE, subtype="PCM_16")
+    argv = ["transcribe", str(wav), "--checkpoint", str(streaming_checkpoint)]
+    assert main(argv) == 0
+    expected = capsys.readouterr().out.strip()
+    assert len(expected.split()) >= 4, expected
+
+    options = ServeOptions(checkpoint=streaming_checkpoint, token="page-t0ken")
+    with serving(options) as running, chromium(wav, tmp_path) as driver:
+        driver.get(f"{running.url}/?token=page-t0ken")
+        start = driver.find_element("id", "start")
+        wait_for(start.is_enabled, 20, "the Start button", driver)
+        start.click()
+        wait_for(
+            lambda: driver.execute_script("return window.asrState.ready"),
+            20,
+            "the ready message",
+            driver,
+        )
+        time.sleep(len(audio) / RATE)  # the file plays in real time
+        wait_for(
+            lambda: len(driver.find_elements("css selector", "#finals li")) >= 2,
+            30,
+            "the finals of both sentences",
+            driver,
+        )
+        driver.find_element("id", "stop").click()
+        wait_for(
+            lambda: driver.execute_script("return window.asrState.closed"),
+            30,
+            "the end of the stream",
+            driver,
+        )
+        shown = [e.text for e in driver.find_elements("css selector", "#finals .text")]
+        times = [e.text for e in driver.find_elements("css selector", "#finals .time")]
+        assert driver.execute_script("return window.asrState.closed") == 1000
+        assert driver.find_element("id", "status").text == "done"
+        driver.save_screenshot(str(tmp_path / "page.png"))
+    assert " ".join(shown) == expected
+    assert all(re.fullmatch(r"0:\d\d\.\d\d – 0:\d\d\.\d\d", t) for t in times), times
+    assert (tmp_path / "page.png").stat().st_size > 10_000
