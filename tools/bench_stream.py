@@ -25,7 +25,9 @@ Reported for each row:
   cores; per stream: CPU seconds per second of audio per stream, the cost that
   batch dispatch lowers;
 - RSS: the server's peak resident memory (sampled every 100 ms), and mean batch:
-  streams per model step.
+  streams per model step;
+- client cores: this process's CPU over the run (the load generator's share of
+  the same cores).
 
 The arms alternate at each N (batch, no batch, batch, ...) for ``--rounds``
 rounds, and the ratio quoted is the median over rounds of the CPU per stream
@@ -264,10 +266,12 @@ def measure(
     server = Server(checkpoint, n, batch, threads)
     try:
         cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+        own0 = time.process_time()
         results = asyncio.run(load(f"ws://127.0.0.1:{server.port}/stream", streams,
                                    chunk, keep_up))  # fmt: skip
         wall = time.perf_counter() - t0
         cpu = server.cpu_seconds() - cpu0
+        own = time.process_time() - own0
         health = server.health()
     finally:
         server.stop()
@@ -287,6 +291,7 @@ def measure(
         "finish_max": max(r["finish"] for r in results),
         "late_max": max(r["late"] for r in results),
         "cores": cpu / wall,
+        "client_cores": own / wall,
         "cpu_per_stream": cpu / audio,  # CPU seconds per second of audio
         "rss_mb": server.peak_rss / 2**20,
         "mean_batch": d["mean_batch"],
@@ -356,24 +361,25 @@ def report(rows: dict, args: argparse.Namespace, what: str, arms: list[bool]) ->
         f"({platform.processor() or platform.machine()}), shared with other work\n"
     )
     print(
-        "| streams | dispatch | p50 ms | p95 ms | max ms | kept up | CPU cores "
-        "| CPU s per audio s | mean batch | peak RSS MB |"
+        "| streams | dispatch | p50 ms | p95 ms | max ms | kept up | server cores "
+        "| CPU s per audio s | mean batch | peak RSS MB | client cores |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.streams:
         for batch in arms:
             rs = rows[(n, batch)]
             med = {
                 k: statistics.median(r[k] for r in rs)
-                for k in ("p50", "p95", "max", "cores", "cpu_per_stream", "rss_mb",
-                          "mean_batch")
+                for k in ("p50", "p95", "max", "cores", "client_cores",
+                          "cpu_per_stream", "rss_mb", "mean_batch")
             }  # fmt: skip
             kept = min(r["kept"] for r in rs)
             print(
                 f"| {n} | {'batch' if batch else 'one by one'} | {med['p50']:.1f} "
                 f"| {med['p95']:.1f} | {med['max']:.1f} | {kept}/{n} "
                 f"| {med['cores']:.2f} | {med['cpu_per_stream']:.4f} "
-                f"| {med['mean_batch']:.1f} | {med['rss_mb']:.0f} |"
+                f"| {med['mean_batch']:.1f} | {med['rss_mb']:.0f} "
+                f"| {med['client_cores']:.2f} |"
             )
     if len(arms) == 2:
         print()
