@@ -252,6 +252,7 @@ class Dispatcher:
         are closed without their finals."""
         self.draining = True
         open_streams = [s for s in self.streams if not s.closed]
+        started = sum(s.session is not None for s in open_streams)
         for s in open_streams:
             if s.reader is not None:
                 s.reader.cancel()
@@ -270,7 +271,7 @@ class Dispatcher:
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.02)
-        return sum(s.session is not None for s in open_streams)
+        return started
 
     def stats(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies, dtype=np.float64) * 1000.0
