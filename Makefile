@@ -16,7 +16,7 @@ APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-syst
 	sox wordnet-base libsndfile1 libtcmalloc-minimal4 \
 	chromium chromium-driver fonts-dejavu-core
 
-.PHONY: setup test test-fast test-cuda cuda-wheels demo bench lint format clean
+.PHONY: setup test test-fast test-cuda cuda-wheels demo demo-streaming bench lint format clean
 
 setup: $(APT_STAMP) $(VENV_STAMP) $(KENLM_BINS)
 
@@ -84,6 +84,13 @@ cuda-wheels: | .venv/bin/python
 # voices; ends with the test WER/CER and leaves the model at exp/demo/model.ckpt.
 demo: setup
 	PYTHON=$(PY) bash recipes/synthetic/run.sh
+
+# The streaming model (unidirectional, lookahead, global feature statistics) on the
+# demo's corpus, manifests and LM in data/synthetic (made once: the stages already
+# done are skipped); leaves exp/streaming/model.ckpt for `asr stream`.
+demo-streaming: setup
+	PYTHON=$(PY) bash recipes/synthetic/run.sh --config conf/synthetic/streaming.yaml \
+		--exp exp/streaming
 
 # The decoding bench needs a trained model and its data: `make demo` makes them.
 BENCH_CKPT ?= exp/demo/model.ckpt

@@ -152,6 +152,23 @@ def test_latency_counts_window_convolutions_and_lookahead(model):
     assert model.frame_seconds == pytest.approx(0.03)
 
 
+def test_the_streaming_recipe_looks_152_5_ms_ahead(speech):
+    """conf/synthetic/streaming.yaml's latency, as its comments add it up."""
+    from pathlib import Path
+
+    import yaml
+
+    from asr.inference import Recognizer
+
+    conf = Path(__file__).resolve().parent.parent / "conf/synthetic/streaming.yaml"
+    task = ASRTask(model_preset="small", **yaml.safe_load(conf.read_text())["model"])
+    w = torch.from_numpy(speech[:SR])
+    task.frontend.fit_global_stats(*task.frontend.extract(w[None], torch.tensor([SR])))
+    task.eval()
+    recognizer = Recognizer(task.frontend, task.model, task.tokenizer, task.describe())
+    assert StreamingModel(recognizer).latency_seconds == pytest.approx(0.1525)
+
+
 def test_a_batch_of_streams_gives_each_streams_own_result(model, speech):
     """Streams of different lengths and chunk sizes, started and ended at
     different times, stepped together: each gets what it gets alone."""
@@ -286,24 +303,109 @@ def test_a_session_finalizes_what_greedy_decoding_of_the_file_gives(
     assert sum(t in SENTENCES for t in texts) >= 3, texts
 
 
-def test_a_pause_ends_a_segment(trained, train_waves):
-    """Two sentences with 1.5 s of faint noise between: two finals, each with its
-    own words and times from the start of the stream; the partial after the first
-    final starts empty."""
-    a, b = train_waves[0], train_waves[3]
-    pause = np.random.default_rng(1).normal(0, 3e-4, SR * 3 // 2).astype(np.float32)
-    wave = np.concatenate([a, pause, b])
-    events = sessions_events(trained, wave, 100, endpoint_seconds=0.8)
+class Scripted:
+    """A stand-in for :class:`StreamingModel` whose frames are given: class ``c``
+    at probability ~1 for each character of a script (``_`` blank, ``|`` space),
+    ``per_chunk`` frames a chunk; for the Session's own logic."""
+
+    labels = ["<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
+    sample_rate = SR
+    frame_seconds = 0.03
+
+    def __init__(self, script: str, per_chunk: int) -> None:
+        ids = [
+            0 if c == "_" else self.labels.index(" " if c == "|" else c) for c in script
+        ]
+        lp = np.full((len(ids), len(self.labels)), -20.0, np.float32)
+        lp[np.arange(len(ids)), ids] = -1e-6
+        self.frames, self.per_chunk, self.at = lp, per_chunk, 0
+
+    def new_state(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(received=0)
+
+    def step(self, states, chunks):
+        (state,), (chunk,) = states, chunks
+        state.received += len(chunk)
+        out = self.frames[self.at : self.at + self.per_chunk]
+        self.at += len(out)
+        return [out]
+
+    def flush(self, states):
+        out = self.frames[self.at :]
+        self.at = len(self.frames)
+        return [out]
+
+
+def scripted_events(script: str, per_chunk: int = 3, **kw) -> list[dict]:
+    model = Scripted(script, per_chunk)
+    session = Session(model, **kw)
+    events = []
+    # 90 ms of audio a chunk: the frames' own duration, so times are not clamped
+    while model.at < len(model.frames):
+        events += session.accept(np.zeros(1440 * per_chunk // 3, np.float32))
+    return events + session.finish()
+
+
+def test_a_pause_ends_a_segment():
+    """0.8 s of blank or space after speech ends a segment (27 frames of 30 ms);
+    a shorter pause does not; the segment's final has its words, timed from the
+    start of the stream; the partial after it starts empty."""
+    script = "__hi|_there" + "_" * 10 + "|you" + "_" * 30 + "again" + "_" * 5
+    events = scripted_events(script, endpoint_seconds=0.8)
     finals = [e for e in events if e["type"] == "final"]
-    assert len(finals) == 2, finals
-    first, second = finals
-    assert first["end"] <= len(a) / SR + 0.1
-    assert second["start"] >= (len(a) + len(pause)) / SR - 0.1
-    at = events.index(first)
-    assert events[at + 1]["type"] == "partial"
-    assert events[at + 1]["text"] == ""
-    # the segments decode like the two sentences alone
-    alone = [sessions_events(trained, w, 100) for w in (a, b)]
-    assert [f["text"] for f in finals] == [
-        " ".join(e["text"] for e in ev if e["type"] == "final") for ev in alone
+    assert [f["text"] for f in finals] == ["hi there you", "again"]
+    assert [w["word"] for w in finals[0]["words"]] == ["hi", "there", "you"]
+    assert finals[0]["start"] == pytest.approx(0.06)  # frame 2
+    assert finals[1]["start"] == pytest.approx(0.03 * script.index("again"))
+    assert finals[1]["end"] == pytest.approx(0.03 * (script.index("again") + 5))
+    assert all(w["confidence"] == pytest.approx(1.0) for w in finals[0]["words"])
+    at = events.index(finals[0])
+    assert events[at + 1] == {
+        "type": "partial",
+        "text": "",
+        "start": events[at + 1]["end"],
+        "end": events[at + 1]["end"],
+    }
+    partials = [e for e in events if e["type"] == "partial"]
+    assert len(partials) == -(-len(script) // 3)  # one a chunk
+    assert partials[3]["text"] == "hi there"  # 12 frames in
+    assert partials[3]["start"] == pytest.approx(0.06)
+
+
+def test_a_segment_without_a_pause_is_cut_at_its_last_gap():
+    """Speech longer than max_segment_seconds is finalized at its last non-speech
+    frame, so a session's memory stays bounded and no word is cut."""
+    script = "abc|" * 30  # 120 frames, 3.6 s, never 0.8 s of silence
+    events = scripted_events(script, max_segment_seconds=1.0, endpoint_seconds=0.5)
+    finals = [e for e in events if e["type"] == "final"]
+    assert len(finals) == 4
+    assert " ".join(f["text"] for f in finals) == " ".join(["abc"] * 30)
+    assert all(len(f["words"]) <= 9 for f in finals)
+
+
+def test_training_fits_global_statistics_over_the_training_audio(espeak_manifests):
+    """ASRTask.fit_global_stats (what training runs before its first step) gives
+    the statistics of all the chosen utterances' frames, batch by batch; with a
+    budget of seconds it takes utterances evenly across the manifest."""
+    from asr.audio import load_audio
+    from asr.manifest import read_manifest
+
+    utts = read_manifest(espeak_manifests["train"])
+    task = tiny_task()
+    task.fit_global_stats(utts, batch=5)
+    whole = tiny_task()
+    feats = [
+        whole.frontend.extract(w[None], torch.tensor([len(w)]))
+        for w in (load_audio(u.audio_filepath) for u in utts)
     ]
+    frames = torch.cat([f[0][0] for f in feats], -1)  # (F, all frames)
+    whole.frontend.fit_global_stats(frames[None], torch.tensor([frames.shape[-1]]))
+    for name in ("global_mean", "global_std", "global_count"):
+        a, b = getattr(task.frontend, name), getattr(whole.frontend, name)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    total = sum(u.duration for u in utts)
+    task.fit_global_stats(utts, seconds=total / 3)
+    every_third = sum(int(f[1][0]) for f in feats[::3])
+    assert int(task.frontend.global_count) == every_third

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from asr.cli.data import add_data_parser, run_data
 from asr.cli.serve import add_serve_parser, run_serve
+from asr.cli.stream import add_stream_parser, run_stream
 from asr.cli.transcribe import (
     add_gate_options,
     add_transcribe_parser,
@@ -118,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     add_transcribe_parser(sub)
+    add_stream_parser(sub)
 
     p = sub.add_parser(
         "evaluate",
@@ -178,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args)
         if args.command == "transcribe":
             return run_transcribe(args)
+        if args.command == "stream":
+            return run_stream(args)
         if args.command == "evaluate":
             return _evaluate(args)
         if args.command == "plot-alignment":
