@@ -268,3 +268,23 @@ def test_bench_decode_against_stock_pyctcdecode(
     for cells in pairs:  # WERs and times of both, their ratio; pyctcdecode's search
         assert all(re.fullmatch(NUMBER, cells[i]) for i in (2, 3, 5, 6, 9)), cells
         assert cells[7] == cells[8] == "6/6", cells  # same texts, words and times
+
+
+def test_bench_stream_prints_a_row_per_load_and_arm(espeak_manifests):
+    done = run_tool(
+        "bench_stream.py", "--random-config", "conf/synthetic/streaming.yaml",
+        "--manifest", str(espeak_manifests["dev"]), "--streams", "1", "3",
+        "--seconds", "1.5",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = table_rows(done.stdout, "")
+    loads = [(r[0], r[1]) for r in rows if r[0].isdigit()]
+    assert loads == [("1", "batch"), ("1", "one by one"), ("3", "batch"),
+                     ("3", "one by one")], done.stdout  # fmt: skip
+    for cells in rows:
+        if cells[0].isdigit():
+            assert re.fullmatch(r"\d+/\d+", cells[5]), cells
+            numbers = cells[2:5] + cells[6:]
+            assert all(re.fullmatch(NUMBER, v) for v in numbers), cells
+    assert re.search(rf"N=3: CPU per stream one by one / batch = {NUMBER}", done.stdout)
+    assert "shared with other work" in done.stdout

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"datamodule", "task", "posteriors", "plots", "probe"},
     {"transcribe", "evaluate", "tune", "librispeech", "synthetic"},
     {"formats", "train"},
-    {"ocr"},
+    {"ocr", "serve"},
     {"cli"},
 ]
 # The package's entry points: they import what they expose.

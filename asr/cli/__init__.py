@@ -13,6 +13,7 @@ from pathlib import Path
 
 from asr.cli.data import add_data_parser, run_data
 from asr.cli.ocr import add_ocr_parser, run_ocr, run_ocr_train
+from asr.cli.serve import add_serve_parser, run_serve
 from asr.cli.stream import add_stream_parser, run_stream
 from asr.cli.transcribe import (
     add_gate_options,
@@ -194,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
 
     _add_lm_parser(sub)
+    add_serve_parser(sub)
 
     p = sub.add_parser("model-info", help="parameter counts of the model presets")
 
@@ -219,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _lm_build(args) if args.lm_command == "build" else _lm_tune(args)
         if args.command == "model-info":
             return _model_info()
+        if args.command == "serve":
+            return run_serve(args)
     except _user_errors() as err:
         print(f"asr {args.command}: error: {err}", file=sys.stderr)
         return 1
