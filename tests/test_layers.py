@@ -21,9 +21,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asr"
 LAYERS: list[set[str]] = [
     {"text", "audio", "metrics", "ctc", "gru", "atomic", "malloc", "configs"},
     {"features", "augment", "model", "manifest", "lm"},
-    {"decoding"},
+    {"decoding", "runtime"},
     {"inference"},
-    {"data"},
+    {"data", "export"},
     {"datamodule", "task", "posteriors", "plots", "probe"},
     {"transcribe", "evaluate", "tune", "librispeech", "synthetic"},
     {"formats", "train"},
