@@ -25,13 +25,16 @@ after the float one and its difference reported, not bounded).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
+import logging
 import os
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,7 +226,10 @@ def _onnx_bytes(
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp, "fp32.onnx"), Path(tmp, "int8.onnx")
             onnx.save(proto, src)
-            with warnings.catch_warnings():
+            # The quantizer logs a line for every tensor it leaves in float (the
+            # lengths, the masks): noise for a user, so the root logger is held
+            # above warnings meanwhile.
+            with warnings.catch_warnings(), _quiet_logging():
                 warnings.simplefilter("ignore")
                 quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
             proto = onnx.load(dst)
@@ -237,6 +243,16 @@ def _onnx_bytes(
         "vocabulary, sample rate and model."
     )
     return proto.SerializeToString()
+
+
+@contextlib.contextmanager
+def _quiet_logging() -> Iterator[None]:
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 def _onnx_runner(data: bytes) -> Any:

@@ -132,6 +132,7 @@ class ExportedModel:
     Attributes:
         config: the model's hyper-parameters (from the file's description).
         backend: ``"onnxruntime"`` or ``"torchscript"``.
+        runner: the onnxruntime session or the TorchScript module.
         n_parameters: parameters of the model it was exported from.
     """
 
@@ -140,7 +141,7 @@ class ExportedModel:
     ) -> None:
         self.config = config
         self.backend = backend
-        self._runner = runner
+        self.runner = runner
         self._device = torch.device(device)
         with torch.device("meta"):
             self.n_parameters = count_parameters(DeepSpeech2(config))
@@ -166,15 +167,15 @@ class ExportedModel:
                 f"not on {device}"
             )
         if self.backend == "torchscript":
-            self._runner.to(device)
+            self.runner.to(device)
         self._device = device
         return self
 
     def __call__(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
         if self.backend == "torchscript":
             with torch.inference_mode():
-                return self._runner(feats.float(), feat_lens.long())
-        log_probs, out_lens = self._runner.run(
+                return self.runner(feats.float(), feat_lens.long())
+        log_probs, out_lens = self.runner.run(
             list(OUTPUTS),
             {
                 "feats": np.ascontiguousarray(feats.float().cpu().numpy()),
@@ -188,6 +189,7 @@ def onnx_session(
     path: str | os.PathLike[str],
     threads: int | None = None,
     optimization: str = "all",
+    spinning: bool = True,
 ) -> Any:
     """An onnxruntime CPU session for ``path``.
 
@@ -197,6 +199,8 @@ def onnx_session(
         optimization: onnxruntime's graph optimization level: ``"disable"``,
             ``"basic"``, ``"extended"`` or ``"all"`` (measured in
             docs/benchmarks.md).
+        spinning: whether idle intra-op threads spin waiting for work
+            (onnxruntime's default) rather than sleep.
 
     Raises:
         ExportedModelError: the file is not a model onnxruntime can run.
@@ -216,6 +220,8 @@ def onnx_session(
     # the first for the same cores.
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors are raised; warnings would go to stderr
     try:
         return ort.InferenceSession(
