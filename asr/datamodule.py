@@ -105,6 +105,11 @@ class ASRDataModule(L.LightningDataModule):
                     self._sets[name] = self._load(split, path)
 
     @property
+    def train_utterances(self) -> list[Utterance]:
+        """The training set's usable utterances (after :meth:`setup`)."""
+        return self._sets.get("train", [])
+
+    @property
     def val_names(self) -> list[str]:
         """The validation sets' metric prefixes: ``val``, then ``val/<name>``."""
         return [k for k in self._sets if k == "val" or k.startswith("val/")]

@@ -99,6 +99,21 @@ class Hypothesis:
             "words": [w.to_dict() for w in self.words],
         }
 
+    def shifted(self, offset: float, end: float | None = None) -> Hypothesis:
+        """Word times moved by ``offset`` seconds (from a segment's start to the
+        start of its file or stream) and, with ``end``, never past ``end`` in whole
+        milliseconds: a word's last frame may end up to a frame beyond the last
+        sample (the frame grid covers the audio's end)."""
+        last = math.inf if end is None else math.floor(end * 1000) / 1000
+
+        def at(t: float) -> float:
+            return min(round(t + offset, 3), last)
+
+        words = tuple(
+            Word(w.text, at(w.start), at(w.end), w.confidence) for w in self.words
+        )
+        return Hypothesis(self.text, words, self.score)
+
 
 class Decoder(Protocol):
     """What :mod:`asr.inference` needs from a decoder."""

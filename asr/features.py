@@ -346,6 +346,50 @@ class Frontend(nn.Module):
                 feats = (feats - mean) / std
             return feats.masked_fill(~valid, 0.0), feat_lens
 
+    def frame_features(self, frames: Tensor) -> Tensor:
+        """Normalised features of frames cut from a signal by the caller.
+
+        What :meth:`forward` computes for each frame of its centred STFT, for a
+        stream (:mod:`asr.streaming`) that cuts the frames itself as the samples
+        arrive. Only frame-local normalisations qualify: ``"utterance"`` needs the
+        whole utterance.
+
+        Args:
+            frames: ``(N, n_fft)`` samples, frame ``i`` being what the centred STFT
+                reads for one output frame (reflected ends included).
+
+        Returns:
+            ``(F, N)`` float32.
+        """
+        if self.normalize == "utterance":
+            raise ValueError(
+                "per-utterance normalisation needs the whole utterance; a stream "
+                "needs normalize='global' or 'none'"
+            )
+        with torch.autocast(device_type=frames.device.type, enabled=False):
+            # torch.stft pads a shorter window with zeros on both sides to n_fft
+            left = (self.n_fft - self.win_length) // 2
+            window = nn.functional.pad(
+                self.window.float(), (left, self.n_fft - self.win_length - left)
+            )
+            spec = torch.fft.rfft(frames.float() * window, dim=-1)  # (N, n_fft//2+1)
+            power = torch.view_as_real(spec).square().sum(-1).t()  # -> (bins, N)
+            feats = self._features(power.unsqueeze(0))[0]  # (F, N)
+            if self.normalize == "global":
+                mean = self.global_mean.float().unsqueeze(-1)  # (F,) -> (F, 1)
+                std = self.global_std.float().clamp(min=STD_FLOOR).unsqueeze(-1)
+                feats = (feats - mean) / std
+            return feats
+
+    @property
+    def window_extent(self) -> tuple[int, int]:
+        """Where frame ``t``'s non-zero window weights lie: samples ``[t * hop_length
+        + lo, t * hop_length + hi)`` of the signal (``lo`` negative): what a frame
+        needs, and no more, of the samples around its centre."""
+        left = (self.n_fft - self.win_length) // 2
+        lo = -(self.n_fft // 2) + left
+        return lo, lo + self.win_length
+
     @staticmethod
     def _valid(feats: Tensor, feat_lens: Tensor) -> Tensor:
         """``(B, 1, T)`` bool mask of the valid frames of ``feats`` ``(B, F, T)``."""

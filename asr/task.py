@@ -27,7 +27,7 @@ from torch import Tensor
 
 from asr.augment import SpecAugment
 from asr.ctc import resolve_ctc_loss
-from asr.data import Batch
+from asr.data import Batch, SpeechDataset, collate
 from asr.decoding import greedy_decode
 from asr.features import build_frontend
 from asr.inference import CHECKPOINT_FORMAT
@@ -108,6 +108,13 @@ class ASRTask(L.LightningModule):
         seed: every training step's randomness (SpecAugment, dropout) is drawn from
             a generator seeded with ``(seed, step)``, so a resumed run takes exactly
             the steps an uninterrupted one would have.
+        global_stats_seconds: with ``frontend.normalize: global``, the feature
+            mean and variance are accumulated before the first training step over
+            this many seconds of training audio, utterances taken evenly across
+            the training manifest (None: all of it); they are saved in every
+            checkpoint (a resumed run keeps them). Log-mel statistics settle
+            within minutes of speech: the default hour leaves them stable to a
+            fraction of a percent at a fraction of an epoch's reading.
     """
 
     def __init__(
@@ -125,6 +132,7 @@ class ASRTask(L.LightningModule):
         phone_loss_weight: float = 0.0,
         phone_layer: int = -1,
         seed: int = 0,
+        global_stats_seconds: float | None = 3600.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -493,6 +501,53 @@ class ASRTask(L.LightningModule):
         batch_sampler = getattr(loader, "batch_sampler", None)
         if callable(getattr(batch_sampler, "set_epoch", None)):
             batch_sampler.set_epoch(self.current_epoch)
+
+    def on_train_start(self) -> None:
+        # After the data module's setup and any checkpoint restore (whose statistics
+        # are kept), before the first step.
+        frontend = self.frontend
+        if frontend.normalize != "global" or int(frontend.global_count) > 0:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        utterances = getattr(datamodule, "train_utterances", None)
+        if not utterances:
+            raise ValueError(
+                "frontend.normalize is global, but the training utterances to fit "
+                "its statistics on are unknown (asr.datamodule.ASRDataModule has "
+                "them)"
+            )
+        self.fit_global_stats(utterances, self.hparams.global_stats_seconds)
+
+    @torch.no_grad()
+    def fit_global_stats(
+        self, utterances: list[Any], seconds: float | None = None, batch: int = 32
+    ) -> None:
+        """Accumulate the frontend's global feature statistics over ``utterances``
+        (:class:`asr.manifest.Utterance`), or an even selection of about
+        ``seconds`` of them; unreadable files are logged and skipped."""
+        total = sum(u.duration for u in utterances)
+        every = 1 if seconds is None else max(1, math.ceil(total / max(seconds, 1e-9)))
+        chosen = list(utterances)[::every]
+        data = SpeechDataset(chosen, self.tokenizer, self.hparams.sample_rate)
+        self.frontend.reset_global_stats()
+        for i in range(0, len(chosen), batch):
+            b = collate([data[j] for j in range(i, min(i + batch, len(chosen)))])
+            if not b.ids:
+                continue
+            waves = b.waves.to(self.device)
+            feats, lens = self.frontend.extract(waves, b.wave_lens.to(self.device))
+            self.frontend.accumulate_global_stats(feats, lens)
+        frames = int(self.frontend.global_count)
+        if frames == 0:
+            raise ValueError("no readable training audio to fit feature statistics on")
+        log.info(
+            "global feature statistics from %d of %d training utterances "
+            "(%.0f s of audio, %d frames)",
+            len(chosen),
+            len(utterances),
+            sum(u.duration for u in chosen),
+            frames,
+        )
 
     def on_fit_start(self) -> None:
         # trainer.sync_batchnorm converts every BatchNorm subclass, our length-masked

@@ -14,7 +14,6 @@ is added).
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -315,13 +314,5 @@ class Transcriber:
 
 def _place(hyp: Hypothesis, p: Posteriors) -> Hypothesis:
     """Word times in the file rather than the segment (``offset`` added), and never
-    past the end of the audio: a word's last frame may end up to a frame beyond the
-    last sample (the frame grid covers the audio's end), so times are clamped."""
-    offset = p.source.offset
-    last = math.floor((p.seconds + offset) * 1000) / 1000  # in whole milliseconds
-
-    def at(t: float) -> float:
-        return min(round(t + offset, 3), last)
-
-    words = tuple(Word(w.text, at(w.start), at(w.end), w.confidence) for w in hyp.words)
-    return Hypothesis(hyp.text, words, hyp.score)
+    past the end of the audio."""
+    return hyp.shifted(p.source.offset, p.seconds + p.source.offset)

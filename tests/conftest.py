@@ -107,10 +107,58 @@ def fitted_checkpoint(espeak_corpus, espeak_manifests, tmp_path_factory) -> Path
     return save_model(task, path)
 
 
+@pytest.fixture(scope="session")
+def streaming_checkpoint(espeak_corpus, espeak_manifests, tmp_path_factory) -> Path:
+    """A slim ``model.ckpt`` of a streaming model that has memorized the espeak
+    training sentences: unidirectional GRU layers with a lookahead convolution and
+    global feature statistics fitted on the training audio (what
+    :mod:`asr.streaming` needs), trained like :func:`fitted_checkpoint`."""
+    import torch
+
+    from asr.data import SpeechDataset, collate
+    from asr.inference import save_model
+    from asr.manifest import read_manifest
+    from asr.task import ASRTask
+
+    torch.manual_seed(0)
+    task = ASRTask(
+        model_preset="tiny",
+        model={
+            "conv": [{"channels": 8, "kernel": [11, 5], "stride": [2, 2]}],
+            "rnn_layers": 2,
+            "hidden_size": 96,
+            "bidirectional": False,
+            "lookahead": 2,
+        },
+        frontend={"kind": "logmel", "n_mels": 40, "normalize": "global"},
+    )
+    utts = read_manifest(espeak_manifests["train"])
+    task.fit_global_stats(utts)
+    data = SpeechDataset(utts, task.tokenizer, 16000)
+    batch = collate([data[(i, 0)] for i in range(len(utts))])
+    opt = torch.optim.AdamW(task.parameters(), lr=FIT_LR)
+    task.train()
+    for _ in range(FIT_STEPS):
+        opt.zero_grad()
+        loss, _, _ = task._loss(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(task.parameters(), 5.0)
+        opt.step()
+    task.eval()
+    path = tmp_path_factory.mktemp("streaming") / "model.ckpt"
+    return save_model(task, path)
+
+
 # Fixtures that generate a corpus or train a model: a test that uses one (directly or
 # through another fixture) is slow, whatever its own body does.
 SLOW_FIXTURES = frozenset(
-    {"espeak_corpus", "fitted_checkpoint", "sturdy_checkpoint", "trained"}
+    {
+        "espeak_corpus",
+        "fitted_checkpoint",
+        "streaming_checkpoint",
+        "sturdy_checkpoint",
+        "trained",
+    }
 )
 
 

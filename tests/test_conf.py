@@ -18,7 +18,13 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 BASES = {"synthetic": "demo.yaml", "librispeech": "ds2_1gpu.yaml"}
-DELTAS = {"synthetic": ["large", "xl", "toy"], "librispeech": ["ds2_paper"]}
+DELTAS = {
+    "synthetic": ["large", "xl", "toy", "streaming"],
+    "librispeech": ["ds2_paper"],
+}
+# Dict arguments (ASRTask's model and frontend): a later config replaces such a dict
+# whole, so a delta that changes one of their keys gives them all.
+WHOLE = {("model", "model"), ("model", "frontend")}
 
 
 def base_of(config: Path) -> Path | None:
@@ -29,8 +35,9 @@ def base_of(config: Path) -> Path | None:
 
 
 def leaves(tree: Any, prefix: tuple = ()) -> dict[tuple, Any]:
-    """``{key path: value}`` for every leaf of a YAML mapping (a list is a leaf)."""
-    if not isinstance(tree, dict):
+    """``{key path: value}`` for every leaf of a YAML mapping (a list, and a dict
+    argument of :data:`WHOLE`, is a leaf)."""
+    if not isinstance(tree, dict) or prefix in WHOLE:
         return {prefix: tree}
     out: dict[tuple, Any] = {}
     for key, value in tree.items():
@@ -136,6 +143,29 @@ def test_synthetic_configs_resolve(name, capsys):
         assert strides == [3, 1] and model["model"]["hidden_size"] == 256
         assert model["phone_layer"] == 1 and data["skip_invalid"] is True
         assert data["max_batch_seconds"] == 60 and data["speed_perturb"] is None
+
+
+def test_the_streaming_config_is_the_demo_made_causal(capsys):
+    """Unidirectional GRU layers with a lookahead, global feature statistics, the
+    demo's model otherwise; 152.5 ms algorithmic latency (its comments say why)."""
+    from asr.model import DeepSpeech2, ModelConfig
+    from asr.task import ASRTask
+
+    config = resolved(CONF / "synthetic" / "streaming.yaml", capsys)
+    demo = resolved(CONF / "synthetic" / "demo.yaml", capsys)
+    assert config["trainer"]["default_root_dir"] == "exp/streaming"
+    assert config["trainer"]["logger"]["init_args"]["save_dir"] == "exp/streaming"
+    assert config["data"] == demo["data"]
+    model, frontend = config["model"]["model"], config["model"]["frontend"]
+    assert model["bidirectional"] is False and model["lookahead"] == 3
+    assert frontend == {**demo["model"]["frontend"], "normalize": "global"}
+    changed = {k for k in model if model[k] != demo["model"]["model"].get(k)}
+    assert changed == {"conv", "bidirectional", "lookahead"}
+    task = ASRTask(**{k: v for k, v in config["model"].items()})
+    assert isinstance(task.model, DeepSpeech2)
+    assert isinstance(task.model.config, ModelConfig)
+    assert task.model.lookahead is not None and task.frontend.normalize == "global"
+    assert [c.kernel[1] for c in task.model.config.conv] == [5, 3]
 
 
 @pytest.mark.parametrize("name", ["ds2_1gpu", "ds2_paper"])
