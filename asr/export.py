@@ -55,7 +55,15 @@ from asr.runtime import (
     state_to_json,
 )
 
-__all__ = ["FORMATS", "OPSET", "TOLERANCE", "ExportError", "Exported", "export_model"]
+__all__ = [
+    "FORMATS",
+    "OPSET",
+    "TOLERANCE",
+    "ExportError",
+    "Exported",
+    "export_model",
+    "stream_onnx",
+]
 
 FORMATS = {".onnx": "onnx", ".pt": "torchscript"}
 # Opset 17: onnxruntime has run it since 1.11; GRU/LSTM are unchanged since opset 14.
@@ -97,8 +105,12 @@ def export_model(
     checkpoint: str | os.PathLike[str],
     output: str | os.PathLike[str],
     int8: bool = False,
+    streaming: bool = False,
 ) -> Exported:
     """Export ``checkpoint`` to ``output`` (``.onnx`` or ``.pt``), atomically.
+
+    ``streaming=True`` exports one step of a streaming model instead, its state as
+    explicit inputs and outputs (:mod:`asr.export_stream`; ONNX only).
 
     Raises:
         ExportError: an unknown suffix, ``int8`` for TorchScript, or an export
@@ -117,8 +129,12 @@ def export_model(
         )
     if int8 and fmt != "onnx":
         raise ExportError(f"{output}: --int8 quantizes ONNX models only (.onnx)")
+    if streaming and (fmt != "onnx" or int8):
+        raise ExportError(f"{output}: --streaming writes float ONNX models (.onnx)")
     _check_destination(output)
     rec = load_model(checkpoint)
+    if streaming:
+        return _export_streaming(rec, output, t0)
     model = copy.deepcopy(rec.model)
     model.packed = False  # the padded form, which a graph can hold (asr.model)
     example = _batch(rec, [37, 21], seed=0)
@@ -293,3 +309,106 @@ def _torchscript_bytes(
             return loaded(feats, lens)
 
     return buffer.getvalue(), run
+
+
+# -- streaming -------------------------------------------------------------------------
+
+
+def _export_streaming(rec: Recognizer, output: Path, t0: float) -> Exported:
+    """One step of the streaming model as ONNX (see :mod:`asr.export_stream`),
+    checked, stepped in uneven chunks, against the offline model before writing."""
+    import onnx
+
+    from asr.export_stream import StreamStep, initial_state, state_names
+
+    try:
+        step = StreamStep(rec.model).eval()
+    except ValueError as err:
+        raise ExportError(f"{output}: cannot stream this model: {err}") from None
+    names = state_names(rec.model)
+    state = initial_state(rec.model)
+    example = (torch.randn(rec.model.config.n_features, 9), torch.tensor(False))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            step,
+            (*example, *state),
+            buffer,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["feats", "final", *[f"{n}_in" for n in names]],
+            output_names=["log_probs", *[f"{n}_out" for n in names]],
+            dynamic_axes={"feats": {1: "frames"}, "log_probs": {0: "out_frames"}},
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    entry = proto.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = json.dumps(
+        {
+            "description": rec.description,
+            "frontend_state": state_to_json(rec.frontend.state_dict()),
+            "streaming": {
+                "inputs": ["feats", "final"],
+                "state": names,
+                "state_shapes": [list(t.shape) for t in state],
+                "frame_stride": rec.model.frame_stride(),
+            },
+            "torch": torch.__version__,
+        }
+    )
+    proto.doc_string = (
+        "asr streaming step: feats (F, n) normalized feature frames, final (bool), "
+        "the previous step's *_out state as *_in (zeros at the start) -> log_probs "
+        "(m, V) of the frames now complete, and the state."
+    )
+    data = proto.SerializeToString()
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "s.onnx").write_bytes(data)
+        session = onnx_session(Path(tmp, "s.onnx"))
+    feats = torch.randn(rec.model.config.n_features, 131, generator=_gen(2))
+    with torch.inference_mode():
+        ref = rec.model(feats[None], torch.tensor([131]))[0][:, 0]
+    got = torch.from_numpy(
+        np.concatenate(stream_onnx(session, names, state, feats, [1, 5, 17, 40]))
+    )
+    diff = float((got - ref).abs().max()) if got.shape == ref.shape else float("inf")
+    if not diff <= TOLERANCE:
+        raise ExportError(
+            f"{output}: the streaming graph's log-probs differ from the checkpoint's "
+            f"by {diff:.3g} (more than {TOLERANCE:g}); nothing was written"
+        )
+    atomic_write_bytes(output, data)
+    agree = float((got.argmax(-1) == ref.argmax(-1)).float().mean())
+    return Exported(
+        output, "onnx-streaming", False, len(data), diff, agree,
+        time.perf_counter() - t0,
+    )  # fmt: skip
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def stream_onnx(
+    session: Any,
+    names: list[str],
+    state: list[Tensor],
+    feats: Tensor,
+    chunks: list[int],
+) -> list[np.ndarray]:
+    """Step a streaming graph over ``feats`` ``(F, T)`` in chunks of the given
+    sizes (repeated), the last step final: each step's ``(m, V)`` log-probs."""
+    values = [t.numpy() for t in state]
+    out, start, k = [], 0, 0
+    T = feats.shape[1]
+    while True:
+        n = chunks[k % len(chunks)]
+        part = feats[:, start : start + n].numpy()
+        start, k = start + n, k + 1
+        feed = {"feats": np.ascontiguousarray(part), "final": np.array(start >= T)}
+        feed.update({f"{n}_in": v for n, v in zip(names, values, strict=True)})
+        lp, *values = session.run(None, feed)
+        out.append(lp)
+        if start >= T:
+            return out

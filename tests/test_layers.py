@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"features", "augment", "model", "manifest", "lm"},
     {"decoding", "runtime"},
     {"inference"},
-    {"data", "streaming"},
+    {"data", "streaming", "export_stream"},
     {"datamodule", "task", "posteriors", "plots", "probe", "export"},
     {"transcribe", "evaluate", "tune", "librispeech", "synthetic"},
     {"formats", "train"},

@@ -184,6 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="quantize the ONNX model's weights to 8 bits (dynamic quantization)",
     )
+    p.add_argument(
+        "--streaming",
+        action="store_true",
+        help="one step of a streaming (unidirectional) model, its state as explicit "
+        "inputs and outputs (ONNX)",
+    )
 
     p = sub.add_parser("model-info", help="parameter counts of the model presets")
 
@@ -446,7 +452,9 @@ def _lm_tune(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from asr.export import export_model
 
-    out = export_model(args.checkpoint, args.output, int8=args.int8)
+    out = export_model(
+        args.checkpoint, args.output, int8=args.int8, streaming=args.streaming
+    )
     kind = "ONNX, int8 weights" if out.int8 else out.format
     print(
         f"wrote {out.path} ({kind}, {out.bytes / 1e6:.1f} MB) in {out.seconds:.1f} s; "
