@@ -297,8 +297,12 @@ def recurrent_form(rec: Recognizer, threads: int, work: Path) -> None:
     )
 
     class OpForm(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = one  # a submodule: its weights are the graph's initializers
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return one(x)[0]
+            return self.gru(x)[0]
 
     class LoopForm(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
