@@ -272,3 +272,84 @@ def test_corrupt_or_foreign_exported_files_are_one_line(exported, tmp_path, caps
     ]:
         assert main(["transcribe", str(wav), "--checkpoint", str(bad)]) == 1
         _one_line(capsys, str(bad), why)
+
+
+# -- end to end, on generated speech -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted_exports(fitted_checkpoint, tmp_path_factory):
+    d = tmp_path_factory.mktemp("fitted_exports")
+    return {
+        s: export_model(fitted_checkpoint, d / f"m{s}").path for s in (".onnx", ".pt")
+    }
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pt"])
+def test_exported_posteriors_match_on_speech_batched_and_in_windows(
+    fitted_checkpoint, fitted_exports, espeak_manifests, suffix
+):
+    from asr.decoding import greedy_decode
+    from asr.manifest import read_manifest
+    from asr.posteriors import PosteriorRunner, manifest_sources
+
+    utts = read_manifest(espeak_manifests["train"]) + read_manifest(
+        espeak_manifests["dev"]
+    )
+    sources = manifest_sources(utts)
+    ref, exp = load_model(fitted_checkpoint), load_model(fitted_exports[suffix])
+
+    def posteriors(rec, **kw):
+        runner = PosteriorRunner(rec, batch_seconds=6.0, **kw)
+        out = {p.index: p.log_probs for batch in runner.run(sources) for p in batch}
+        assert all(lp is not None for lp in out.values())
+        return [out[i] for i in range(len(sources))]
+
+    # batched (several files of different lengths per batch), and in windows of
+    # 1 s (every file longer: the windowed path, its joins and file statistics)
+    for kw in ({}, {"window_seconds": 1.0, "overlap_seconds": 0.3}):
+        a, b = posteriors(ref, **kw), posteriors(exp, **kw)
+        for x, y in zip(a, b, strict=True):
+            assert x.shape == y.shape and np.abs(x - y).max() < TOL
+            tx, ty = (
+                greedy_decode(torch.from_numpy(z)[:, None], torch.tensor([len(z)]), 0)
+                for z in (x, y)
+            )
+            assert tx == ty
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pt"])
+def test_asr_transcribe_and_evaluate_take_an_exported_model(
+    fitted_checkpoint, fitted_exports, espeak_manifests, suffix, tmp_path, capsys
+):
+    from asr.cli import main
+
+    def run(*args):
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out
+
+    manifest = str(espeak_manifests["train"])
+    texts = [
+        run("transcribe", manifest, "--checkpoint", str(ckpt))
+        for ckpt in (fitted_checkpoint, fitted_exports[suffix])
+    ]
+    assert texts[0] == texts[1] and len(texts[0].splitlines()) == 18
+    scores = [
+        json.loads(
+            run(
+                "evaluate",
+                manifest,
+                "--checkpoint",
+                str(ckpt),
+                "--json",
+                "--no-report",
+                "--bootstrap",
+                "10",
+            )  # fmt: skip
+        )
+        for ckpt in (fitted_checkpoint, fitted_exports[suffix])
+    ]
+    for key in ("wer", "cer"):
+        assert scores[0][key] == scores[1][key], (key, scores)
