@@ -9,6 +9,7 @@ from the file.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,15 @@ from torch import Tensor, nn
 from asr.atomic import atomic_save
 from asr.decoding import greedy_decode
 from asr.features import build_frontend
-from asr.model import DeepSpeech2, ModelConfig
+from asr.model import DeepSpeech2, ModelConfig, count_parameters
+from asr.runtime import (
+    ExportedModel,
+    ExportedModelError,
+    exported_format,
+    probe,
+    read_exported,
+    state_from_json,
+)
 from asr.text import CharTokenizer
 
 __all__ = [
@@ -46,9 +55,20 @@ class Recognizer:
     """Frontend + model + tokenizer, in eval mode, on one device."""
 
     frontend: nn.Module
-    model: DeepSpeech2
+    model: DeepSpeech2 | ExportedModel
     tokenizer: CharTokenizer
     description: dict[str, Any]
+
+    @property
+    def backend(self) -> str:
+        """What runs the model: ``"torch"``, ``"onnxruntime"`` or ``"torchscript"``."""
+        return getattr(self.model, "backend", "torch")
+
+    @property
+    def n_parameters(self) -> int:
+        if isinstance(self.model, ExportedModel):
+            return self.model.n_parameters
+        return count_parameters(self.model)
 
     @property
     def sample_rate(self) -> int:
@@ -58,7 +78,9 @@ class Recognizer:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where features are computed and the model runs (the frontend's buffers
+        are there; an exported model may have no torch parameters)."""
+        return self.frontend.window.device
 
     @property
     def frame_seconds(self) -> float:
@@ -212,10 +234,21 @@ def check_description(desc: Any) -> None:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recognizer:
-    """Load a slim or Lightning checkpoint; never executes code from the file."""
+    """Load a model; never executes pickled code from the file.
+
+    ``path`` is a slim or Lightning checkpoint, or a model ``asr export`` wrote:
+    ``.onnx`` (run by onnxruntime, on the CPU) or a TorchScript archive (``.pt``).
+    Every form gives the same :class:`Recognizer` (see :mod:`asr.runtime`).
+
+    Raises:
+        CheckpointError: one line naming the file and what is wrong with it.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    kind = exported_format(path)
+    if kind is not None:
+        return _load_exported(path, kind, device)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated files, foreign objects
@@ -234,6 +267,53 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recogniz
         frontend_state = {k[9:]: v for k, v in sd.items() if k.startswith("frontend.")}
     else:
         raise CheckpointError(f"{path}: the checkpoint holds no weights")
+
+    def check(config: ModelConfig) -> None:
+        # On the meta device (nothing allocated): a description that does not
+        # match the weights is refused before a model is built for it.
+        with torch.device("meta"):
+            described = DeepSpeech2(config).state_dict()
+        _check_shapes(described, model_state)
+
+    def build(config: ModelConfig) -> DeepSpeech2:
+        model = DeepSpeech2(config)
+        model.load_state_dict(model_state)
+        return model.eval()
+
+    return _recognizer(path, desc, frontend_state, build, device, check)
+
+
+def _load_exported(path: Path, kind: str, device: str | torch.device) -> Recognizer:
+    """An exported model (:mod:`asr.runtime`) -> a :class:`Recognizer`."""
+    try:
+        meta, runner = read_exported(path, kind, device)
+    except ExportedModelError as err:
+        raise CheckpointError(str(err)) from None
+    backend = "onnxruntime" if kind == "onnx" else "torchscript"
+
+    def build(config: ModelConfig) -> ExportedModel:
+        model = ExportedModel(config, backend, runner, torch.device(device))
+        probe(model, config.n_features, config.vocab_size)
+        return model
+
+    try:
+        frontend_state = state_from_json(meta.get("frontend_state", {}))
+    except ValueError as err:
+        raise CheckpointError(f"{path}: bad asr model description ({err})") from None
+    return _recognizer(path, meta["description"], frontend_state, build, device)
+
+
+def _recognizer(
+    path: Path,
+    desc: Any,
+    frontend_state: Any,
+    build: Callable[[ModelConfig], Any],
+    device: str | torch.device,
+    check: Callable[[ModelConfig], None] | None = None,
+) -> Recognizer:
+    """Check a description, build the frontend, tokenizer and (with ``build``) the
+    model it describes, and put them together; ``check`` sees the model's
+    configuration first."""
     try:
         check_description(desc)
     except ValueError as err:
@@ -243,11 +323,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recogniz
     try:
         tokenizer = CharTokenizer.from_dict(desc["tokenizer"])
         config = ModelConfig.from_dict(desc["model"])
-        # Shapes first, on the meta device (nothing allocated): a description that
-        # does not match the weights is refused before a model is built for it.
-        with torch.device("meta"):
-            described = DeepSpeech2(config).state_dict()
-        _check_shapes(described, model_state)
+        if check is not None:
+            check(config)
         frontend = build_frontend(desc["frontend"])
         if frontend.n_features != config.n_features:
             raise ValueError(
@@ -259,9 +336,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recogniz
                 f"the tokenizer has {len(tokenizer)} classes, the model "
                 f"{config.vocab_size}"
             )
-        model = DeepSpeech2(config)
         frontend.load_state_dict(frontend_state)
-        model.load_state_dict(model_state)
+        model = build(config)
     except (KeyError, TypeError, ValueError, RuntimeError, ArithmeticError) as err:
         raise CheckpointError(f"{path}: inconsistent asr checkpoint ({err})") from None
     if desc.get("sample_rate", frontend.sample_rate) != frontend.sample_rate:
@@ -270,7 +346,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recogniz
             f"{desc['sample_rate']!r} but its frontend's is {frontend.sample_rate!r})"
         )
     frontend.eval()
-    model.eval()
     return Recognizer(frontend, model, tokenizer, desc).to(device)
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asr.gru import gru_layer
+from asr.gru import gru_layer, reverse_padded
 
 __all__ = ["ConvSpec", "DeepSpeech2", "ModelConfig", "PRESETS", "count_parameters"]
 
@@ -85,6 +85,19 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         return cls(**{**d, "conv": tuple(_conv_spec(c) for c in d["conv"])})
+
+    def output_lengths(self, lens: Tensor) -> Tensor:
+        """Exact frames out of the conv stack for ``lens`` input frames."""
+        for spec in self.conv:
+            lens = _conv_frames(lens, spec)
+        return lens
+
+    def frame_stride(self) -> int:
+        """Input (feature) frames per output frame: the product of the time strides."""
+        stride = 1
+        for spec in self.conv:
+            stride *= spec.stride[1]
+        return stride
 
 
 def _conv_spec(c: Any) -> ConvSpec:
@@ -240,12 +253,13 @@ class DeepSpeech2(nn.Module):
         # Training GRU layers on the CPU run through asr.gru (False: torch's nn.GRU on
         # a packed batch, which inference always uses: without autograd it is as fast).
         self.fast_gru = True
+        # False: the recurrent layers run on the padded batch (see _rnn_padded), the
+        # form graph exporters and runtimes outside PyTorch can take.
+        self.packed = True
 
     def output_lengths(self, lens: Tensor) -> Tensor:
         """Exact frames out of the conv stack for ``lens`` input frames."""
-        for spec in self.config.conv:
-            lens = _conv_frames(lens, spec)
-        return lens
+        return self.config.output_lengths(lens)
 
     def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
         """Log-probabilities over the vocabulary.
@@ -297,16 +311,15 @@ class DeepSpeech2(nn.Module):
 
     def frame_stride(self) -> int:
         """Input (feature) frames per output frame: the product of the time strides."""
-        stride = 1
-        for spec in self.config.conv:
-            stride *= spec.stride[1]
-        return stride
+        return self.config.frame_stride()
 
     def _rnn(self, rnn: nn.RNNBase, x: Tensor, lens: Tensor) -> Tensor:
         """``(B, H_in, T)`` -> ``(B, H, T)``, directions summed, zero past ``lens``."""
         T = x.shape[-1]
         seq = x.permute(2, 0, 1)  # (B, H_in, T) -> (T, B, H_in)
-        if (
+        if not self.packed:
+            out = _rnn_padded(rnn, seq, lens)
+        elif (
             isinstance(rnn, nn.GRU)
             and seq.device.type == "cpu"
             and self.fast_gru
@@ -332,3 +345,28 @@ class DeepSpeech2(nn.Module):
             out = fwd + bwd
         out = out * _time_mask(lens, T).t()[:, :, None]  # zero-length rows: 0
         return out.permute(1, 2, 0)  # (T, B, H) -> (B, H, T)
+
+
+def _rnn_padded(rnn: nn.RNNBase, seq: Tensor, lens: Tensor) -> Tensor:
+    """One layer of ``rnn`` over the padded ``seq`` ``(T, B, I)``: ``(T, B, D*H)``,
+    equal to the packed batch's outputs before ``lens`` (unspecified after).
+
+    No packed sequences: ONNX has no operator for them (torch's exporter silently
+    drops a packed RNN from the graph), and a graph must take any batch. The forward
+    direction's padding comes after its valid frames and cannot reach them; the
+    backward direction runs, as a one-direction RNN with the reverse weights, on each
+    sequence reversed within its own length (as :func:`asr.gru.gru_layer` does), so
+    it starts from each utterance's last valid frame, not from the batch's padding.
+    """
+    names = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+    run = torch._VF.gru if isinstance(rnn, nn.GRU) else torch._VF.lstm
+    B, H = seq.shape[1], rnn.hidden_size
+    h0 = seq.new_zeros(1, B, H)
+    hx = h0 if isinstance(rnn, nn.GRU) else (h0, h0)
+    outs = []
+    for suffix in ["", "_reverse"][: 2 if rnn.bidirectional else 1]:
+        params = [getattr(rnn, name + suffix) for name in names]
+        x = reverse_padded(seq, lens) if suffix else seq
+        out = run(x, hx, params, True, 1, 0.0, False, False, False)[0]
+        outs.append(reverse_padded(out, lens) if suffix else out)
+    return torch.cat(outs, -1)

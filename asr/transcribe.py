@@ -27,7 +27,6 @@ from asr.audio import SILENCE_DB
 from asr.decoding import Decoder, Hypothesis, Word
 from asr.inference import Recognizer
 from asr.manifest import ManifestError, read_manifest
-from asr.model import count_parameters
 from asr.posteriors import (
     OVERLAP_SECONDS,
     WINDOW_SECONDS,
@@ -206,7 +205,8 @@ def model_summary(
         {
             "format": desc.get("format"),
             "model_preset": desc.get("model_preset"),
-            "parameters": count_parameters(recognizer.model),
+            "backend": recognizer.backend,
+            "parameters": recognizer.n_parameters,
             "sample_rate": recognizer.sample_rate,
             "frame_seconds": recognizer.frame_seconds,
             # The output classes after the blank (class 0), in class order.

@@ -21,10 +21,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asr"
 LAYERS: list[set[str]] = [
     {"text", "audio", "metrics", "ctc", "gru", "atomic", "malloc", "configs"},
     {"features", "augment", "model", "manifest", "lm"},
-    {"decoding", "layouts"},
+    {"decoding", "layouts", "runtime"},
     {"inference"},
-    {"data", "streaming", "finetune"},
-    {"datamodule", "task", "posteriors", "plots", "probe"},
+    {"data", "streaming", "finetune", "export_stream"},
+    {"datamodule", "task", "posteriors", "plots", "probe", "export"},
     {"transcribe", "evaluate", "tune", "librispeech", "synthetic"},
     {"formats", "train"},
     {"ocr", "serve"},

@@ -32,6 +32,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from asr.audio import AudioError
     from asr.datamodule import InvalidDataError
     from asr.decoding import DecoderError
+    from asr.export import ExportError
     from asr.inference import CheckpointError
     from asr.lm import LMError
     from asr.manifest import ManifestError
@@ -42,6 +43,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         AudioError,
         CheckpointError,
         DecoderError,
+        ExportError,
         InvalidDataError,
         LMError,
         ManifestError,
@@ -197,6 +199,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_lm_parser(sub)
     add_serve_parser(sub)
 
+    p = sub.add_parser(
+        "export",
+        help="a checkpoint as ONNX (onnxruntime) or TorchScript, self-describing",
+        description="Write the acoustic model (features in, log-probs out, dynamic "
+        "batch and time axes) with the checkpoint's description (vocabulary, "
+        "frontend, sample rate, model) inside the file; asr transcribe and asr "
+        "evaluate take it as --checkpoint. The export is checked against the "
+        "checkpoint before it is written.",
+    )
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, help="model.onnx or model.pt"
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="quantize the ONNX model's weights to 8 bits (dynamic quantization)",
+    )
+    p.add_argument(
+        "--streaming",
+        action="store_true",
+        help="one step of a streaming (unidirectional) model, its state as explicit "
+        "inputs and outputs (ONNX)",
+    )
+
     p = sub.add_parser("model-info", help="parameter counts of the model presets")
 
     args = parser.parse_args(argv)
@@ -219,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _plot_alignment(args)
         if args.command == "lm":
             return _lm_build(args) if args.lm_command == "build" else _lm_tune(args)
+        if args.command == "export":
+            return _export(args)
         if args.command == "model-info":
             return _model_info()
         if args.command == "serve":
@@ -472,6 +501,21 @@ def _lm_tune(args: argparse.Namespace) -> int:
         print(format_tune_table(result))
         if out["saved"]:
             print(f"wrote {out['saved']}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from asr.export import export_model
+
+    out = export_model(
+        args.checkpoint, args.output, int8=args.int8, streaming=args.streaming
+    )
+    kind = "ONNX, int8 weights" if out.int8 else out.format
+    print(
+        f"wrote {out.path} ({kind}, {out.bytes / 1e6:.1f} MB) in {out.seconds:.1f} s; "
+        f"against the checkpoint: max |log-prob difference| {out.max_abs_diff:.2g}, "
+        f"best class agrees on {100 * out.greedy_agree:.1f}% of frames"
+    )
     return 0
 
 
