@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 SENTENCES = [
     "the cat sat on the mat",
@@ -27,6 +30,30 @@ def speak(text: str, voice: str, path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     wav.unlink()
+
+
+# Process-wide state as the session starts, before any fixture.
+_BASELINE = (torch.get_num_threads(), signal.getsignal(signal.SIGINT))
+
+
+@pytest.fixture(autouse=True)
+def _process_state_restored():
+    """Commands run in-process by a test (`asr ocr train --threads`, the server's
+    app, a decoding pool's initializer) may set process-wide state: torch's intra-op
+    threads, the SIGINT handler, the environment. Put it back after each test, so
+    that the next one and the subprocesses it starts see the state the first did:
+    a kill-and-resume test compares bitwise weights with an in-process run, and the
+    Ctrl-C test needs a child that does not inherit an ignored SIGINT."""
+    threads, sigint = _BASELINE  # a module fixture may have changed them already
+    environ = dict(os.environ)
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    if signal.getsignal(signal.SIGINT) is not sigint:
+        signal.signal(signal.SIGINT, sigint)
+    if dict(os.environ) != environ:
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 @pytest.fixture(scope="session")
