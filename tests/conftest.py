@@ -103,8 +103,6 @@ def fitted_checkpoint(espeak_corpus, espeak_manifests, tmp_path_factory) -> Path
     """
     import torch
 
-    from asr.data import SpeechDataset, collate
-    from asr.inference import save_model
     from asr.manifest import read_manifest
     from asr.task import ASRTask
 
@@ -119,6 +117,17 @@ def fitted_checkpoint(espeak_corpus, espeak_manifests, tmp_path_factory) -> Path
         frontend={"kind": "logmel", "n_mels": 40},
     )
     utts = read_manifest(espeak_manifests["train"])
+    return _memorize(task, utts, tmp_path_factory.mktemp("fitted"))
+
+
+def _memorize(task, utts, out: Path) -> Path:
+    """Train ``task`` on all of ``utts`` as one batch for FIT_STEPS steps and save it
+    as ``out/model.ckpt``."""
+    import torch
+
+    from asr.data import SpeechDataset, collate
+    from asr.inference import save_model
+
     data = SpeechDataset(utts, task.tokenizer, 16000)
     batch = collate([data[(i, 0)] for i in range(len(utts))])
     opt = torch.optim.AdamW(task.parameters(), lr=FIT_LR)
@@ -130,8 +139,7 @@ def fitted_checkpoint(espeak_corpus, espeak_manifests, tmp_path_factory) -> Path
         torch.nn.utils.clip_grad_norm_(task.parameters(), 5.0)
         opt.step()
     task.eval()
-    path = tmp_path_factory.mktemp("fitted") / "model.ckpt"
-    return save_model(task, path)
+    return save_model(task, out / "model.ckpt")
 
 
 @pytest.fixture(scope="session")
@@ -142,8 +150,6 @@ def streaming_checkpoint(espeak_corpus, espeak_manifests, tmp_path_factory) -> P
     :mod:`asr.streaming` needs), trained like :func:`fitted_checkpoint`."""
     import torch
 
-    from asr.data import SpeechDataset, collate
-    from asr.inference import save_model
     from asr.manifest import read_manifest
     from asr.task import ASRTask
 
@@ -161,19 +167,7 @@ def streaming_checkpoint(espeak_corpus, espeak_manifests, tmp_path_factory) -> P
     )
     utts = read_manifest(espeak_manifests["train"])
     task.fit_global_stats(utts)
-    data = SpeechDataset(utts, task.tokenizer, 16000)
-    batch = collate([data[(i, 0)] for i in range(len(utts))])
-    opt = torch.optim.AdamW(task.parameters(), lr=FIT_LR)
-    task.train()
-    for _ in range(FIT_STEPS):
-        opt.zero_grad()
-        loss, _, _ = task._loss(batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(task.parameters(), 5.0)
-        opt.step()
-    task.eval()
-    path = tmp_path_factory.mktemp("streaming") / "model.ckpt"
-    return save_model(task, path)
+    return _memorize(task, utts, tmp_path_factory.mktemp("streaming"))
 
 
 # Fixtures that generate a corpus or train a model: a test that uses one (directly or
